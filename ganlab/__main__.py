@@ -1,0 +1,57 @@
+"""`python -m ganlab <command> [args]`: dispatch only."""
+
+from __future__ import annotations
+
+import sys
+
+from ganlab.errors import EXIT_BAD_INPUT, UserError, fail
+
+USAGE = """usage: python -m ganlab <command> [key=value ...]
+
+commands:
+  train    train a model; Hydra overrides, e.g. model=dcgan loss=wgan_gp trainer.max_steps=5000
+           (`train --help` lists the config groups, `train --cfg job` prints the config,
+           `train -m loss=lsgan,hinge` sweeps)
+  sample   draw from a trained model: ckpt=PATH n=N out=FILE.png|FILE.npz [seed=S]
+           [interpolate=true steps=K]
+
+Runs go to outputs/<date>/<time> (sweeps: outputs/multirun/...); view them with
+`tensorboard --logdir outputs`.
+"""
+
+
+def run_train(args: list[str]) -> None:
+    from ganlab import preflight, train
+
+    hydra_args = preflight.prepare_train_args(args)
+    sys.argv = [sys.argv[0], *hydra_args]
+    try:
+        train.main()
+    except SystemExit as e:
+        # Hydra reports config errors itself and exits 1: for ganlab that is bad input
+        if e.code == 1 and not train.task_started:
+            raise SystemExit(EXIT_BAD_INPUT) from e
+        raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return
+    command, args = argv[0], argv[1:]
+    try:
+        if command == "train":
+            run_train(args)
+        elif command == "sample":
+            from ganlab.sample import main as sample_main
+
+            sample_main(args)
+        else:
+            raise UserError(f"unknown command {command!r}; choose one of: train, sample")
+    except UserError as e:
+        fail(str(e))
+
+
+if __name__ == "__main__":
+    main()

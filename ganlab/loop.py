@@ -1,0 +1,186 @@
+"""The shared training loop: data, steps, cadence, checkpoints, resume, guards, signals.
+
+It drives any Family through `train_step`, `visuals`, `evaluate` and `state_dict`; it knows
+nothing of generators or ELBOs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from ganlab import checkpoint
+from ganlab.data.base import Batches, InMemoryDataset
+from ganlab.errors import EXIT_INTERRUPTED, UserError
+from ganlab.families.base import Family
+from ganlab.logging import RunLogger
+
+log = logging.getLogger("ganlab")
+
+
+class StopRequested:
+    """SIGINT/SIGTERM set a flag; the loop finishes its step, saves and exits 130.
+    A second signal interrupts at once."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+        log.warning("%s received: stopping after this step", signal.Signals(signum).name)
+
+    def __enter__(self) -> "StopRequested":
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def total_steps(cfg: DictConfig, batches: Batches, family: Family) -> int:
+    if cfg.trainer.epochs is None:
+        return int(cfg.trainer.max_steps)
+    steps_per_epoch = max(1, batches.batches_per_epoch // family.batches_per_step)
+    return int(cfg.trainer.epochs) * steps_per_epoch
+
+
+class Loop:
+    def __init__(self, cfg: DictConfig, family: Family, data: InMemoryDataset, run_dir: Path,
+                 overrides: list[str]) -> None:
+        self.cfg = cfg
+        self.family = family
+        self.data = data
+        self.run_dir = run_dir
+        self.overrides = overrides  # the command-line overrides, stored so resume can reuse them
+        self.ckpt_path = run_dir / "checkpoints" / checkpoint.LAST
+        self.batches = Batches(data, cfg.trainer.batch_size, cfg.trainer.seed)
+        self.max_steps = total_steps(cfg, self.batches, family)
+        self.step = 0
+
+    # --- state ---------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "config": OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True),
+            "overrides": self.overrides,
+            "spec": self.data.spec.to_dict(),
+            "family": self.family.state_dict(),
+            "data": self.batches.state_dict(),
+            "rng": checkpoint.rng_state(),
+        }
+
+    def save(self) -> None:
+        checkpoint.save(self.state(), self.ckpt_path)
+
+    def restore(self, path: str) -> None:
+        state = checkpoint.load(path)
+        try:
+            self.family.load_state_dict(state["family"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            first = str(e).strip().splitlines()[0]
+            raise UserError(f"checkpoint {path} does not match this model/config: {first}") from e
+        self.batches.load_state_dict(state["data"])
+        checkpoint.set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        log.info("resumed from %s at step %d", path, self.step)
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def _read(self, losses: dict[str, torch.Tensor]) -> dict[str, float]:
+        return {k: float(v) for k, v in losses.items()}
+
+    def _check_finite(self, losses: dict[str, torch.Tensor]) -> None:
+        if all(torch.isfinite(v).all() for v in losses.values()):
+            return
+        values = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+        kept = f"; {self.ckpt_path} from an earlier step is kept" if self.ckpt_path.exists() else ""
+        raise UserError(f"non-finite loss at step {self.step} ({values}){kept}")
+
+    def _visuals_and_metrics(self, logger: RunLogger) -> dict[str, float]:
+        self.family.eval()
+        try:
+            logger.images(self.family.visuals(), self.step)
+            metrics = self.family.evaluate()
+        finally:
+            self.family.train()
+        if metrics:
+            logger.scalars({f"eval/{k}": v for k, v in metrics.items()}, self.step, self.max_steps)
+        return metrics
+
+    def run(self, resume: str | None = None) -> dict[str, float]:
+        if resume:
+            self.restore(resume)
+        if self.step >= self.max_steps:
+            raise UserError(f"nothing to do: the run is at step {self.step} and "
+                            f"trainer.max_steps is {self.max_steps}")
+        cfg = self.cfg
+        logger = RunLogger(self.run_dir, cfg, purge_step=self.step if resume else None)
+        logger.config_text()
+        self.family.train()
+        last_losses: dict[str, float] = {}
+        metrics: dict[str, float] = {}
+        visualised = -1  # the step of the latest visuals/metrics
+        bar = tqdm(total=self.max_steps, initial=self.step, disable=not cfg.log.progress,
+                   dynamic_ncols=True, unit="step", smoothing=0.05)
+        started, start_step = time.perf_counter(), self.step
+        try:
+            with StopRequested() as stop:
+                while self.step < self.max_steps:
+                    n = self.family.batches_per_step
+                    batch = next(self.batches) if n == 1 else [next(self.batches) for _ in range(n)]
+                    losses = self.family.train_step(batch)
+                    self.step += 1
+                    self._check_finite(losses)
+                    bar.update(1)
+                    at = self._due(self.step)
+                    if at("log.every"):
+                        last_losses = self._read(losses)
+                        logger.scalars(last_losses, self.step, self.max_steps)
+                        bar.set_postfix({k.replace("loss/", ""): f"{v:.3g}"
+                                         for k, v in last_losses.items() if k.startswith("loss/")})
+                    if at("log.sample_every") or at("eval.every"):
+                        metrics = self._visuals_and_metrics(logger) or metrics
+                        visualised = self.step
+                    if at("trainer.ckpt_every"):
+                        self.save()
+                    if stop.signal is not None:
+                        self.save()
+                        log.warning("interrupted at step %d; checkpoint saved to %s",
+                                    self.step, self.ckpt_path)
+                        raise SystemExit(EXIT_INTERRUPTED)
+            last_losses = self._read(losses)
+            if visualised != self.step:
+                metrics = self._visuals_and_metrics(logger)
+            self.save()
+            elapsed = time.perf_counter() - started
+            result = {**last_losses, **metrics, "step": self.step,
+                      "steps_per_second": (self.step - start_step) / max(elapsed, 1e-9)}
+            logger.final(result)
+            log.info("done: %d steps in %.1f s; final %s", self.step, elapsed,
+                     ", ".join(f"{k}={v:.4g}" for k, v in result.items()
+                               if isinstance(v, float) and math.isfinite(v)))
+            return result
+        finally:
+            bar.close()
+            logger.close()
+
+    def _due(self, step: int):
+        def at(key: str) -> bool:
+            every = OmegaConf.select(self.cfg, key)
+            return bool(every) and every > 0 and step % every == 0
+
+        return at

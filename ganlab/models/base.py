@@ -1,0 +1,25 @@
+"""The model registry and what a GAN architecture builder returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from torch import nn
+
+from ganlab.registry import Registry
+
+# name -> builder(cfg.model, spec: DataSpec, *, gradient_penalty: bool) -> networks
+MODELS: Registry = Registry("model")
+
+
+@dataclass
+class GanNetworks:
+    G: nn.Module  # (N, latent_dim) -> a batch shaped like the data
+    D: nn.Module  # a data batch -> (N,) raw scores (logits)
+    latent_dim: int
+    value_range: Optional[tuple[float, float]]  # G's image range; None for 2-D points
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

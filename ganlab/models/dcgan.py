@@ -1,0 +1,106 @@
+"""DCGAN (Radford et al. 2016) for 28, 32 and 64 px images with 1 or 3 channels."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ganlab.config import Norm, Upsample
+from ganlab.errors import UserError
+from ganlab.images import SYMMETRIC
+from ganlab.models.base import MODELS, GanNetworks
+
+# image size -> spatial size right after the latent projection (then doubled up to the size)
+_BASE_SIZE = {28: 7, 32: 4, 64: 4}
+
+
+def _n_doublings(size: int) -> int:
+    if size not in _BASE_SIZE:
+        raise UserError(f"dcgan supports image sizes {sorted(_BASE_SIZE)}, not {size}")
+    return int(math.log2(size // _BASE_SIZE[size]))
+
+
+def _up(c_in: int, c_out: int, mode: Upsample) -> nn.Module:
+    if mode == Upsample.transposed:
+        return nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False)
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                         nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False))
+
+
+def _norm(kind: Norm, channels: int) -> nn.Module:
+    if kind == Norm.batch:
+        return nn.BatchNorm2d(channels)
+    if kind == Norm.layer:
+        return nn.GroupNorm(1, channels)  # normalises over (C, H, W) per example
+    return nn.Identity()
+
+
+class DcganGenerator(nn.Module):
+    def __init__(self, latent_dim: int, channels: int, size: int, features: int, up: Upsample):
+        super().__init__()
+        n = _n_doublings(size)
+        width = features * 2 ** (n - 1)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(latent_dim, width, _BASE_SIZE[size], 1, 0, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(True),
+        ]
+        for _ in range(n - 1):
+            layers += [_up(width, width // 2, up), nn.BatchNorm2d(width // 2), nn.ReLU(True)]
+            width //= 2
+        layers += [_up(width, channels, up), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z[:, :, None, None])
+
+
+class DcganDiscriminator(nn.Module):
+    def __init__(self, channels: int, size: int, features: int, norm: Norm, dropout: float):
+        super().__init__()
+        n = _n_doublings(size)
+        width = features
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1, bias=False),
+                                   nn.LeakyReLU(0.2, True)]  # no norm on the input layer
+        for _ in range(n - 1):
+            if dropout > 0:
+                layers.append(nn.Dropout2d(dropout))
+            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), _norm(norm, width * 2),
+                       nn.LeakyReLU(0.2, True)]
+            width *= 2
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Conv2d(width, 1, _BASE_SIZE[size], 1, 0, bias=False))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten()
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """Radford et al.: conv weights ~ N(0, 0.02); norm scales ~ N(1, 0.02), shifts 0."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+@MODELS.register("dcgan")
+def build_dcgan(cfg, spec, *, gradient_penalty: bool = False) -> GanNetworks:
+    if spec.kind != "image":
+        raise UserError(f"dcgan needs an image dataset; {spec.name!r} holds {spec.kind}")
+    channels, height, width = spec.shape
+    if height != width:
+        raise UserError(f"dcgan needs square images, not {height}x{width}")
+    norm = cfg.d_norm
+    if norm == Norm.auto:
+        # a per-example gradient penalty is wrong under batch norm (Gulrajani et al.)
+        norm = Norm.layer if gradient_penalty else Norm.batch
+    G = DcganGenerator(cfg.latent_dim, channels, height, cfg.g_features, cfg.upsample)
+    D = DcganDiscriminator(channels, height, cfg.d_features, norm, cfg.d_dropout)
+    G.apply(dcgan_init)
+    D.apply(dcgan_init)
+    return GanNetworks(G=G, D=D, latent_dim=cfg.latent_dim, value_range=SYMMETRIC)

@@ -1,0 +1,133 @@
+"""Checks a `train` command line before Hydra creates a run dir: every config group choice
+exists and every sweep combination composes against the schema. Bad input fails here with one
+`error: ...` line and exit code 2, with nothing written to disk.
+
+It also turns `resume=PATH` into a continuation of that run: the run's own overrides come first
+(new ones on the command line win) and Hydra's run dir is pinned to the original run dir.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from ganlab import checkpoint
+from ganlab.config import SCHEMA_PREFIX
+from ganlab.errors import UserError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("dataset", "model", "loss")
+# Hydra flags that take a value in the next argument
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name",
+                     "-cn", "--config-dir", "-cd", "--info", "--experimental-rerun"}
+_GROUP_NOUN = {"dataset": "dataset", "model": "model", "loss": "loss"}
+
+
+def choices(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")
+                  if not p.stem.startswith(SCHEMA_PREFIX))
+
+
+def split_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """Hydra's flags vs key=value overrides."""
+    flags, overrides = [], []
+    it = iter(args)
+    for arg in it:
+        if arg.startswith("-"):
+            flags.append(arg)
+            if arg in _FLAGS_WITH_VALUE:
+                flags.append(next(it, ""))
+        else:
+            overrides.append(arg)
+    return flags, overrides
+
+
+def _one_line(e: BaseException) -> str:
+    """Hydra's message and the OmegaConf cause, without its full_key/object_type lines."""
+    parts = [str(e).strip().splitlines()[0]] if str(e).strip() else []
+    cause = e.__cause__ or e.__context__
+    if cause is not None and str(cause).strip():
+        parts.append(str(cause).strip().splitlines()[0])
+    return ": ".join(p.rstrip(".") for p in parts if "To append to your config" not in p)
+
+
+def _sweep_values(override) -> list[str]:
+    if override.is_sweep_override():
+        return [str(v) for v in override.sweep_string_iterator()]
+    return [override.get_value_element_as_str()]
+
+
+def check_overrides(overrides: list[str]) -> None:
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+    except HydraException as e:
+        raise UserError(_one_line(e)) from e
+    grid: list[list[str]] = []
+    for o in parsed:
+        key = o.key_or_group
+        if key in GROUPS and not o.is_delete():
+            known = choices(key)
+            for value in _sweep_values(o):
+                if value not in known:
+                    raise UserError(f"unknown {_GROUP_NOUN[key]} {value!r}; "
+                                    f"choose one of: {', '.join(known)}")
+        if o.is_sweep_override():
+            grid.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+        else:
+            grid.append([o.input_line])
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        for combination in itertools.product(*grid):
+            job = [o for o in combination if not o.startswith("hydra.") and
+                   not o.startswith("hydra/")]
+            try:
+                cfg = compose("config", overrides=job)
+            except (HydraException, OmegaConfBaseException, ValueError) as e:
+                raise UserError(_one_line(e)) from e
+            _check_names(cfg)
+
+
+def _check_names(cfg) -> None:
+    """Names inside groups (model.name, loss.name, ...) must have a builder."""
+    from ganlab.data import DATASETS
+    from ganlab.families import FAMILIES
+    from ganlab.losses import LOSSES
+    from ganlab.models import MODELS
+
+    DATASETS.get(cfg.dataset.name)
+    MODELS.get(cfg.model.name)
+    FAMILIES.get(cfg.model.family)
+    LOSSES.get(cfg.loss.name)
+
+
+def with_resume(overrides: list[str]) -> list[str]:
+    """resume=PATH: the checkpoint's own overrides first, then the new ones, in its run dir."""
+    resume = [o for o in overrides if o.startswith("resume=")]
+    if not resume:
+        return overrides
+    path = checkpoint.resolve_path(resume[-1].split("=", 1)[1])
+    state = checkpoint.load(path)
+    keep = [o for o in overrides if not o.startswith("resume=")]
+    new_keys = {o.split("=", 1)[0].lstrip("+~") for o in keep}
+    old = [o for o in state.get("overrides", []) if o.split("=", 1)[0].lstrip("+~") not in new_keys]
+    result = old + keep + [f"resume={path}"]
+    run_dir = checkpoint.run_dir_of(path)
+    if run_dir is not None and not any(o.startswith("hydra.run.dir=") for o in result):
+        result.append(f"hydra.run.dir={run_dir}")
+    return result
+
+
+def prepare_train_args(args: list[str]) -> list[str]:
+    """Validate a `train` command line; returns the arguments to hand to Hydra."""
+    flags, overrides = split_args(args)
+    if any(f in ("--help", "-h", "--hydra-help", "--version", "--info", "-i", "--shell-completion",
+                 "-sc") for f in flags):
+        return args  # Hydra answers these itself
+    overrides = with_resume(overrides)
+    check_overrides(overrides)
+    return flags + overrides

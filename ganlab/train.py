@@ -1,0 +1,78 @@
+"""The single training entrypoint: compose the config, build the parts, run the loop."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from ganlab import config as _config  # noqa: F401  (registers the schema)
+from ganlab.checkpoint import seed_everything
+from ganlab.data import build_dataset
+from ganlab.errors import UserError, fail
+from ganlab.families import FAMILIES
+from ganlab.loop import Loop
+
+log = logging.getLogger("ganlab")
+
+# set once the task function runs: Hydra's exit code 1 before that means a config error
+task_started = False
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise UserError(f"unknown device {name!r}; choose one of: auto, cpu, cuda, cuda:N, mps") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name} but CUDA is not available here; use device=auto or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device={name} but MPS is not available here; use device=auto or cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"unsupported device {name!r}; choose one of: auto, cpu, cuda, cuda:N, mps")
+    return device
+
+
+def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, float]:
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.trainer.seed)
+    family_cls = FAMILIES.get(cfg.model.family)
+    data = build_dataset(cfg.dataset, Path(cfg.data_dir), cfg.trainer.seed)
+    log.info("data: %s", data.source)
+    family = family_cls(cfg, data.spec, device)
+    log.info("model: %s (%s family) on %s; run dir %s", cfg.model.name, cfg.model.family,
+             device, run_dir)
+    loop = Loop(cfg, family, data.to(device), run_dir, overrides)
+    return loop.run(resume=cfg.resume)
+
+
+def _to_log_file(message: str) -> None:
+    """Record a message in the run's train.log without repeating it on the console."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    global task_started
+    task_started = True
+    hydra_cfg = HydraConfig.get()
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
+    try:
+        train(cfg, Path(hydra_cfg.runtime.output_dir), overrides)
+    except UserError as e:
+        _to_log_file(f"error: {e}")
+        fail(str(e))
+    return None
