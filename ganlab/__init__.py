@@ -10,4 +10,4 @@ def load_checkpoint(path, device="cpu"):
     return _load(path, device)
 
 
-__all__ = ["load_checkpoint", "__version__"]
+__all__ = ["__version__", "load_checkpoint"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional
+from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -54,7 +55,7 @@ class ImageDatasetConfig:
     image_size: int = 28  # resized once at load time (28 -> 32 or 64)
     channels: int = 1
     source: Source = Source.auto
-    classes: Optional[List[int]] = None  # keep only these labels, e.g. [3]
+    classes: list[int] | None = None  # keep only these labels, e.g. [3]
 
 
 @dataclass
@@ -97,8 +98,8 @@ class MlpGanConfig:
     name: str = "mlp_gan"
     family: str = "gan"
     latent_dim: int = 100
-    g_hidden: List[int] = field(default_factory=lambda: [300])
-    d_hidden: List[int] = field(default_factory=lambda: [300, 100])
+    g_hidden: list[int] = field(default_factory=lambda: [300])
+    d_hidden: list[int] = field(default_factory=lambda: [300, 100])
     output: Output = Output.auto
     d_dropout: float = 0.0
 
@@ -119,7 +120,7 @@ class GanConfig:
     optimizer: Optimizer = Optimizer.adam
     lr_g: float = 2e-4
     lr_d: float = 2e-4
-    betas: List[float] = field(default_factory=lambda: [0.5, 0.999])  # Adam only
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # Adam only
     real_label: float = 1.0  # the lecture's flipped setup: real_label=0 fake_label=1
     fake_label: float = 0.0
     label_smoothing: float = 0.0  # one-sided: real targets move this far towards fake
@@ -130,7 +131,7 @@ class GanConfig:
 class TrainerConfig:
     seed: int = 0
     max_steps: int = 5000
-    epochs: Optional[int] = None  # when set, overrides max_steps with epochs * batches per epoch
+    epochs: int | None = None  # when set, overrides max_steps with epochs * batches per epoch
     batch_size: int = 64
     ckpt_every: int = 1000
 
@@ -161,10 +162,12 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     data_dir: str = "${oc.env:GANLAB_DATA,data}"
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    resume: Optional[str] = None  # a checkpoint file or a run dir to continue
+    resume: str | None = None  # a checkpoint file or a run dir to continue
 
 
 SCHEMA_PREFIX = "schema_"
+# the config folder at the top of the project (an editable install keeps it beside the package)
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def register_configs() -> None:

@@ -46,7 +46,7 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -
     from torchvision.utils import make_grid as tv_make_grid
 
     n = images.shape[0]
-    nrow = nrow or max(1, int(math.ceil(math.sqrt(n))))
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
     grid = tv_make_grid(images.float(), nrow=nrow, padding=padding, pad_value=255.0)
     return grid.round().clamp(0, 255).to(torch.uint8)
 

@@ -40,7 +40,7 @@ class StopRequested:
         self.signal = signum
         log.warning("%s received: stopping after this step", signal.Signals(signum).name)
 
-    def __enter__(self) -> "StopRequested":
+    def __enter__(self):
         for s in (signal.SIGINT, signal.SIGTERM):
             self._previous[s] = signal.signal(s, self._handle)
         return self

@@ -9,7 +9,6 @@ It also turns `resume=PATH` into a continuation of that run: the run's own overr
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -17,10 +16,9 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from ganlab import checkpoint
-from ganlab.config import SCHEMA_PREFIX
+from ganlab.config import CONF_DIR, SCHEMA_PREFIX
 from ganlab.errors import UserError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("dataset", "model", "loss")
 # Hydra flags that take a value in the next argument
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name",
@@ -122,10 +120,33 @@ def with_resume(overrides: list[str]) -> list[str]:
     return result
 
 
+def train_help(overrides: list[str]) -> str:
+    """Hydra's app help, with the config groups read from conf/ (schemas left out)."""
+    from omegaconf import OmegaConf
+
+    groups = "\n".join(f"  {g}: {', '.join(choices(g))}" for g in GROUPS)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        try:
+            cfg = compose("config", overrides=overrides)
+        except (HydraException, OmegaConfBaseException) as e:
+            raise UserError(_one_line(e)) from e
+    return (
+        "ganlab train: train a model from the config groups below.\n\n"
+        "usage: python -m ganlab train [key=value ...] [-m key=a,b ...] [hydra flags]\n"
+        "  -m/--multirun sweeps; --cfg job prints the config; --hydra-help lists Hydra's flags.\n\n"
+        f"== Config groups ==\n{groups}\n\n"
+        "== Config (with the overrides given) ==\n"
+        f"{OmegaConf.to_yaml(cfg)}\n"
+    )
+
+
 def prepare_train_args(args: list[str]) -> list[str]:
     """Validate a `train` command line; returns the arguments to hand to Hydra."""
     flags, overrides = split_args(args)
-    if any(f in ("--help", "-h", "--hydra-help", "--version", "--info", "-i", "--shell-completion",
+    if any(f in ("--help", "-h") for f in flags):
+        print(train_help(overrides), end="")
+        raise SystemExit(0)
+    if any(f in ("--hydra-help", "--version", "--info", "-i", "--shell-completion",
                  "-sc") for f in flags):
         return args  # Hydra answers these itself
     overrides = with_resume(overrides)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -30,7 +29,7 @@ class SampleConfig:
     interpolate: bool = False  # rows of G(z) along a path between two random z
     steps: int = 10  # images per interpolation row
     slerp: bool = False  # spherical instead of linear interpolation
-    nrow: Optional[int] = None  # images per grid row (default: square)
+    nrow: int | None = None  # images per grid row (default: square)
     device: str = "cpu"
 
 
@@ -89,5 +88,5 @@ def main(args: list[str]) -> None:
         if out.suffix == ".npz":
             np.savez_compressed(out, images=images.numpy())
         else:
-            save_png(make_grid(images, nrow=nrow or int(math.ceil(math.sqrt(len(images))))), out)
+            save_png(make_grid(images, nrow=nrow or math.ceil(math.sqrt(len(images)))), out)
     print(f"wrote {out} ({len(fake)} samples from step {family.step})")

@@ -10,8 +10,8 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from ganlab import config as _config  # noqa: F401  (registers the schema)
 from ganlab.checkpoint import seed_everything
+from ganlab.config import CONF_DIR  # importing config also registers the schema
 from ganlab.data import build_dataset
 from ganlab.errors import UserError, fail
 from ganlab.families import FAMILIES
@@ -64,7 +64,7 @@ def _to_log_file(message: str) -> None:
             handler.handle(record)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     global task_started
     task_started = True

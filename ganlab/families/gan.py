@@ -40,6 +40,7 @@ class GanFamily(Family):
     def __init__(self, cfg, spec: DataSpec, device: torch.device) -> None:
         self.spec = spec
         self.device = device
+        self.loss_name = cfg.loss.name
         self.loss = LOSSES.get(cfg.loss.name)()
         self.gp_weight = float(cfg.loss.gp_weight)
         self.clip_value = float(cfg.loss.clip_value)
@@ -73,7 +74,7 @@ class GanFamily(Family):
         if label_options and not self.loss.uses_labels:
             raise UserError(
                 "gan.real_label, fake_label, label_smoothing and label_noise apply to the "
-                f"label-based losses (minimax, nonsaturating, lsgan), not to {type(self.loss).__name__}"
+                f"label-based losses (minimax, nonsaturating, lsgan), not to loss={self.loss_name}"
             )
 
     # --- training ------------------------------------------------------------------------
@@ -159,7 +160,7 @@ class GanFamily(Family):
 
             centres = torch.tensor(self.spec.modes) if self.spec.modes else None
             return {"samples": scatter_image(fake.cpu(), None, centres, self.spec.mode_std)}
-        nrow = int(math.ceil(math.sqrt(fake.shape[0])))
+        nrow = math.ceil(math.sqrt(fake.shape[0]))
         return {"samples": make_grid(self.to_uint8(fake).cpu(), nrow=nrow)}
 
     def evaluate(self) -> dict[str, float]:

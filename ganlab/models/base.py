@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from torch import nn
 
@@ -18,7 +17,7 @@ class GanNetworks:
     G: nn.Module  # (N, latent_dim) -> a batch shaped like the data
     D: nn.Module  # a data batch -> (N,) raw scores (logits)
     latent_dim: int
-    value_range: Optional[tuple[float, float]]  # G's image range; None for 2-D points
+    value_range: tuple[float, float] | None  # G's image range; None for 2-D points
 
 
 def count_parameters(module: nn.Module) -> int:

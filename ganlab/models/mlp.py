@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -17,7 +18,7 @@ _ACTIVATIONS = {Output.sigmoid: nn.Sigmoid, Output.tanh: nn.Tanh, Output.linear:
 def mlp(sizes: list[int], dropout: float = 0.0) -> list[nn.Module]:
     """Linear layers with LeakyReLU(0.2) between them (none after the last)."""
     layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
             layers.append(nn.LeakyReLU(0.2))

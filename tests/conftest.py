@@ -1,0 +1,55 @@
+"""Shared helpers: run the real CLI in a subprocess on tiny data, read TensorBoard back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# a tiny, fast training run: synthetic 28-px images, a few steps, every cadence exercised
+TINY = [
+    "dataset=synthetic",
+    "dataset.n_samples=64",
+    "trainer.batch_size=16",
+    "trainer.max_steps=4",
+    "log.every=1",
+    "log.sample_every=2",
+    "log.n_samples=16",
+    "trainer.ckpt_every=2",
+    "log.progress=false",
+    "device=cpu",
+]
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GANLAB_DATA": str(cwd / "data"), "PYTHONWARNINGS": "default"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", "ganlab", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def read_events(tb_dir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def assert_bad_input(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit 2, exactly one `error: ...` line on stderr, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path

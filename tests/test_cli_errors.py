@@ -1,0 +1,74 @@
+"""Bad input: one `error: ...` line, exit code 2, no traceback, and no run dir created."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import TINY, assert_bad_input, run_cli
+
+from ganlab.errors import UserError
+from ganlab.registry import Registry
+
+
+def test_registry_lists_choices():
+    reg: Registry = Registry("model")
+    reg.register("dcgan")(object)
+    reg.register("mlp_gan")(object)
+    with pytest.raises(UserError, match=r"unknown model 'dcgna'; choose one of: dcgan, mlp_gan"):
+        reg.get("dcgna")
+    with pytest.raises(ValueError):
+        reg.register("dcgan")(object)
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["model=dcgna"], ["unknown model 'dcgna'; choose one of: dcgan, mlp_gan"]),
+        (["dataset=mnits"], ["unknown dataset 'mnits'", "mnist"]),
+        (["-m", "loss=lsgan,hinj"], ["unknown loss 'hinj'", "wgan_gp"]),
+        (["trainer.max_stepz=3"], ["trainer.max_stepz", "not in 'TrainerConfig'"]),
+        (["trainer.max_steps=abc"], ["trainer.max_steps", "could not be converted to Integer"]),
+        (["model.upsample=bilinear"], ["expected one of [transposed, nearest]"]),
+        (["-m", "trainer.batch_size=8,x"], ["trainer.batch_size"]),
+        (["resume=nowhere/last.pt"], ["checkpoint nowhere/last.pt does not exist"]),
+    ],
+)
+def test_config_errors_before_any_run_dir(workdir, args, fragments):
+    result = run_cli(["train", *args], workdir)
+    assert_bad_input(result, *fragments)
+    assert not (workdir / "outputs").exists()  # rejected before Hydra made a run dir
+
+
+def test_runtime_bad_input(workdir):
+    device = "device=mps" if _has_cuda() else "device=cuda:0"
+    result = run_cli(["train", *TINY, device], workdir)
+    assert_bad_input(result, "not available")
+    result = run_cli(["train", *TINY, "loss=hinge", "gan.label_smoothing=0.1"], workdir)
+    assert_bad_input(result, "label-based losses", "loss=hinge")
+    result = run_cli(["train", *TINY, "model=dcgan", "dataset.image_size=48"], workdir)
+    assert_bad_input(result, "dcgan supports image sizes")
+
+
+def test_unknown_command_and_sample_errors(workdir):
+    assert_bad_input(run_cli(["trian"], workdir), "unknown command 'trian'")
+    assert_bad_input(run_cli(["sample", "ckpt=x.pt", "nn=3"], workdir), "'nn'")
+    assert_bad_input(run_cli(["sample", "ckpt=missing.pt"], workdir), "does not exist")
+    corrupt = workdir / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 not a real checkpoint")
+    assert_bad_input(run_cli(["sample", f"ckpt={corrupt}"], workdir), "corrupt or incomplete")
+
+
+def test_help_lists_commands(workdir):
+    result = run_cli(["--help"], workdir)
+    assert result.returncode == 0
+    assert "train" in result.stdout and "sample" in result.stdout
+    result = run_cli(["train", "--help"], workdir)
+    assert result.returncode == 0
+    for group in ("dataset:", "model:", "loss:", "dcgan", "mlp_gan", "wgan_gp", "ring"):
+        assert group in result.stdout
+    assert "schema_" not in result.stdout
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
