@@ -27,8 +27,8 @@ TINY = [
 def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "GANLAB_DATA": str(cwd / "data"), "PYTHONWARNINGS": "default"}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, "-m", "ganlab", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "ganlab", *args], check=False, cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def read_events(tb_dir: Path):

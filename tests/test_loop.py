@@ -1,0 +1,107 @@
+"""The loop on its own (with a stand-in family), and resume / interrupt through the CLI."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import TINY, run_cli
+from ganlab import checkpoint
+from ganlab.config import Config, SyntheticDatasetConfig
+from ganlab.data.base import DataSpec, InMemoryDataset
+from ganlab.errors import UserError
+from ganlab.families.base import Family
+from ganlab.loop import Loop
+
+
+class CountingFamily(Family):
+    """One parameter that counts steps; its loss turns NaN at a chosen step."""
+
+    def __init__(self, nan_at: int | None = None) -> None:
+        self.w = torch.zeros(())
+        self.steps = 0
+        self.nan_at = nan_at
+
+    def train_step(self, batch):
+        x, _ = batch
+        self.steps += 1
+        self.w += 1
+        loss = torch.tensor(float("nan")) if self.steps == self.nan_at else x.float().mean()
+        return {"loss/main": loss}
+
+    def state_dict(self):
+        return {"w": self.w.clone(), "steps": self.steps}
+
+    def load_state_dict(self, state):
+        self.w, self.steps = state["w"].clone(), state["steps"]
+
+
+def _loop(tmp_path, family, **trainer) -> Loop:
+    cfg = OmegaConf.structured(Config(dataset=SyntheticDatasetConfig(), model={"name": "x"}))
+    cfg.trainer.batch_size = 4
+    cfg.trainer.ckpt_every = 2
+    cfg.log.progress = False
+    cfg.trainer.update(trainer)
+    data = InMemoryDataset(DataSpec("synthetic", "image", (1, 4, 4)),
+                           torch.randint(0, 255, (16, 1, 4, 4), dtype=torch.uint8))
+    return Loop(cfg, family, data, tmp_path, overrides=[])
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    loop = _loop(tmp_path, CountingFamily(nan_at=5), max_steps=10)
+    with pytest.raises(UserError, match=r"non-finite loss at step 5 \(loss/main=nan\)"):
+        loop.run()
+    state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    assert state["step"] == 4  # the checkpoint from before the NaN, untouched
+    assert float(state["family"]["w"]) == 4
+
+
+def test_epochs_set_the_number_of_steps(tmp_path):
+    family = CountingFamily()
+    result = _loop(tmp_path, family, epochs=3).run()  # 16 examples / batch 4 = 4 steps per epoch
+    assert result["step"] == 12 and family.steps == 12
+
+
+def test_resume_is_bit_exact(workdir):
+    """2N steps in one go and N + resume + N give identical weights and optimizer state."""
+    common = [*TINY, "trainer.ckpt_every=100", "gan.label_noise=0.1", "model.d_dropout=0.2"]
+    assert run_cli(["train", *common, "trainer.max_steps=6", "hydra.run.dir=full"],
+                   workdir).returncode == 0
+    assert run_cli(["train", *common, "trainer.max_steps=3", "hydra.run.dir=half"],
+                   workdir).returncode == 0
+    # resume takes the run's own overrides; only the new budget is given
+    result = run_cli(["train", "resume=half", "trainer.max_steps=6"], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    full = torch.load(workdir / "full/checkpoints/last.pt", weights_only=True)
+    resumed = torch.load(workdir / "half/checkpoints/last.pt", weights_only=True)
+    assert resumed["step"] == full["step"] == 6
+    for net in ("G", "D"):
+        for name, tensor in full["family"][net].items():
+            assert torch.equal(tensor, resumed["family"][net][name]), (net, name)
+    exp_avg = full["family"]["opt_g"]["state"][0]["exp_avg"]
+    assert torch.equal(exp_avg, resumed["family"]["opt_g"]["state"][0]["exp_avg"])
+    # the resumed run continued in its own run dir, with the same model config
+    assert "d_dropout: 0.2" in (workdir / "half/.hydra/config.yaml").read_text()
+
+
+def test_sigint_saves_a_checkpoint_and_exits_130(workdir):
+    args = [*TINY, "trainer.max_steps=100000", "trainer.ckpt_every=100000", "log.every=1",
+            "hydra.run.dir=run"]
+    proc = subprocess.Popen([sys.executable, "-m", "ganlab", "train", *args], cwd=workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = workdir / "run" / "train.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and "step 3/" in log.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    state = torch.load(workdir / "run/checkpoints/last.pt", weights_only=True)
+    assert state["step"] >= 3
+    assert "Traceback" not in err
