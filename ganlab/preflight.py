@@ -9,6 +9,7 @@ It also turns `resume=PATH` into a continuation of that run: the run's own overr
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -120,6 +121,18 @@ def with_resume(overrides: list[str]) -> list[str]:
     return result
 
 
+def _refuse_to_overwrite(overrides: list[str]) -> None:
+    """A fresh run pointed at a run dir that holds a checkpoint would overwrite it."""
+    if any(o.startswith("resume=") for o in overrides):
+        return
+    for o in overrides:
+        if o.startswith("hydra.run.dir="):
+            run_dir = Path(o.split("=", 1)[1])
+            if (run_dir / "checkpoints" / checkpoint.LAST).is_file():
+                raise UserError(f"run dir {run_dir} already holds a checkpoint; continue it with "
+                                f"resume={run_dir}, or choose another hydra.run.dir")
+
+
 def train_help(overrides: list[str]) -> str:
     """Hydra's app help, with the config groups read from conf/ (schemas left out)."""
     from omegaconf import OmegaConf
@@ -142,6 +155,9 @@ def train_help(overrides: list[str]) -> str:
 
 def prepare_train_args(args: list[str]) -> list[str]:
     """Validate a `train` command line; returns the arguments to hand to Hydra."""
+    if not (CONF_DIR / "config.yaml").is_file():
+        raise UserError(f"the config folder {CONF_DIR} is missing; install ganlab from its "
+                        "source tree with pip install -e .")
     flags, overrides = split_args(args)
     if any(f in ("--help", "-h") for f in flags):
         print(train_help(overrides), end="")
@@ -151,4 +167,5 @@ def prepare_train_args(args: list[str]) -> list[str]:
         return args  # Hydra answers these itself
     overrides = with_resume(overrides)
     check_overrides(overrides)
+    _refuse_to_overwrite(overrides)
     return flags + overrides

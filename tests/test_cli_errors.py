@@ -72,3 +72,11 @@ def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def test_fresh_run_never_overwrites_a_checkpoint(workdir):
+    assert run_cli(["train", *TINY, "hydra.run.dir=run"], workdir).returncode == 0
+    before = (workdir / "run/checkpoints/last.pt").read_bytes()
+    result = run_cli(["train", *TINY, "trainer.max_steps=2", "hydra.run.dir=run"], workdir)
+    assert_bad_input(result, "already holds a checkpoint", "resume=run")
+    assert (workdir / "run/checkpoints/last.pt").read_bytes() == before

@@ -9,9 +9,9 @@ import time
 
 import pytest
 import torch
+from conftest import TINY, run_cli
 from omegaconf import OmegaConf
 
-from conftest import TINY, run_cli
 from ganlab import checkpoint
 from ganlab.config import Config, SyntheticDatasetConfig
 from ganlab.data.base import DataSpec, InMemoryDataset
