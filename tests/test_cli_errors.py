@@ -80,3 +80,9 @@ def test_fresh_run_never_overwrites_a_checkpoint(workdir):
     result = run_cli(["train", *TINY, "trainer.max_steps=2", "hydra.run.dir=run"], workdir)
     assert_bad_input(result, "already holds a checkpoint", "resume=run")
     assert (workdir / "run/checkpoints/last.pt").read_bytes() == before
+
+
+def test_diverging_run_stops_with_non_finite_error(workdir):
+    # an absurd learning rate blows the generator up on the first step
+    result = run_cli(["train", *TINY, "loss=lsgan", "gan.lr_g=1e30", "gan.lr_d=1e30"], workdir)
+    assert_bad_input(result, "non-finite loss at step 1", "loss/G=nan")
