@@ -32,6 +32,8 @@ def run_train(args: list[str]) -> None:
         if e.code == 1 and not train.task_started:
             raise SystemExit(EXIT_BAD_INPUT) from e
         raise
+    if train.failed_jobs:
+        fail(f"{len(train.failed_jobs)} sweep job(s) failed: " + "; ".join(train.failed_jobs))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ganlab.checkpoint import seed_everything
@@ -21,6 +22,8 @@ log = logging.getLogger("ganlab")
 
 # set once the task function runs: Hydra's exit code 1 before that means a config error
 task_started = False
+# sweep jobs that failed on bad input (a diverged loss, say): the others still run
+failed_jobs: list[str] = []
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,5 +77,8 @@ def main(cfg: DictConfig) -> float | None:
         train(cfg, Path(hydra_cfg.runtime.output_dir), overrides)
     except UserError as e:
         _to_log_file(f"error: {e}")
-        fail(str(e))
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            fail(str(e))
+        failed_jobs.append(f"job {hydra_cfg.job.num} ({' '.join(overrides)}): {e}")
+        log.error("error: %s; the sweep goes on", e)
     return None

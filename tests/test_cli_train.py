@@ -112,3 +112,13 @@ def test_load_checkpoint_api(workdir):
         out = family.G(z)
     assert out.shape == (5, 1, 28, 28)
     assert out.min() >= -1 and out.max() <= 1
+
+
+def test_a_failed_sweep_job_does_not_stop_the_others(workdir):
+    result = run_cli(["train", "-m", *TINY, "trainer.max_steps=2", "gan.lr_g=1e30,2e-4",
+                      "loss=lsgan"], workdir)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: 1 sweep job(s) failed: job 0")
+    jobs = sorted((workdir / "outputs" / "multirun").glob("*/*/[0-9]*"))
+    assert "non-finite loss" in (jobs[0] / "train.log").read_text()
+    assert (jobs[1] / "checkpoints" / "last.pt").is_file()  # the second job still trained
