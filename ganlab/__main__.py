@@ -29,11 +29,12 @@ def run_train(args: list[str]) -> None:
         train.main()
     except SystemExit as e:
         # Hydra reports config errors itself and exits 1: for ganlab that is bad input
-        if e.code == 1 and not train.task_started:
+        if e.code == 1 and not train.progress.task_started:
             raise SystemExit(EXIT_BAD_INPUT) from e
         raise
-    if train.failed_jobs:
-        fail(f"{len(train.failed_jobs)} sweep job(s) failed: " + "; ".join(train.failed_jobs))
+    failed = train.progress.failed_jobs
+    if failed:
+        fail(f"{len(failed)} sweep job(s) failed: " + "; ".join(failed))
 
 
 def main(argv: list[str] | None = None) -> None:

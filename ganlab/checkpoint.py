@@ -63,7 +63,7 @@ def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states, in types the weights-only loader accepts."""
     np_state = np.random.get_state()
     state = {
-        "python": list(random.getstate()[1]) + [random.getstate()[2]],
+        "python": [*list(random.getstate()[1]), random.getstate()[2]],
         "python_version": random.getstate()[0],
         "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
         "numpy_pos": int(np_state[2]),

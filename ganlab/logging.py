@@ -45,7 +45,8 @@ class RunLogger:
         self.steps_log = logging.getLogger("ganlab.steps")
         self.steps_log.propagate = False
         self._file = logging.FileHandler(run_dir / "train.log")
-        self._file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        self._file.setFormatter(
+            logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
         self.steps_log.addHandler(self._file)
         self.steps_log.setLevel(logging.INFO)
 

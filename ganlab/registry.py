@@ -28,7 +28,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._entries:
-            raise UserError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}")
+            choices = ", ".join(self.names())
+            raise UserError(f"unknown {self.kind} {name!r}; choose one of: {choices}")
         return self._entries[name]
 
     def names(self) -> list[str]:

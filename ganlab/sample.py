@@ -56,7 +56,8 @@ def interpolation_noise(a: torch.Tensor, b: torch.Tensor, steps: int, slerp: boo
     if not slerp:
         z = (1 - t) * a + t * b
     else:
-        cos = (a * b).sum(-1, keepdim=True) / (a.norm(dim=-1, keepdim=True) * b.norm(dim=-1, keepdim=True))
+        norms = a.norm(dim=-1, keepdim=True) * b.norm(dim=-1, keepdim=True)
+        cos = (a * b).sum(-1, keepdim=True) / norms
         omega = torch.arccos(cos.clamp(-1 + 1e-7, 1 - 1e-7))
         z = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
     return z.reshape(-1, a.shape[-1])

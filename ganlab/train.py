@@ -20,10 +20,19 @@ from ganlab.loop import Loop
 
 log = logging.getLogger("ganlab")
 
-# set once the task function runs: Hydra's exit code 1 before that means a config error
-task_started = False
-# sweep jobs that failed on bad input (a diverged loss, say): the others still run
-failed_jobs: list[str] = []
+
+
+class _Progress:
+    """What the dispatcher needs to know after Hydra returns or exits."""
+
+    def __init__(self) -> None:
+        # set once the task function runs: Hydra's exit code 1 before that is a config error
+        self.task_started = False
+        # sweep jobs that failed on bad input (a diverged loss, say): the others still ran
+        self.failed_jobs: list[str] = []
+
+
+progress = _Progress()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -36,7 +45,8 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as e:
-        raise UserError(f"unknown device {name!r}; choose one of: auto, cpu, cuda, cuda:N, mps") from e
+        raise UserError(f"unknown device {name!r}; choose one of: auto, cpu, cuda, cuda:N, mps"
+                        ) from e
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device={name} but CUDA is not available here; use device=auto or cpu")
     if device.type == "mps" and not torch.backends.mps.is_available():
@@ -69,8 +79,7 @@ def _to_log_file(message: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    global task_started
-    task_started = True
+    progress.task_started = True
     hydra_cfg = HydraConfig.get()
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
     try:
@@ -79,6 +88,6 @@ def main(cfg: DictConfig) -> float | None:
         _to_log_file(f"error: {e}")
         if hydra_cfg.mode != RunMode.MULTIRUN:
             fail(str(e))
-        failed_jobs.append(f"job {hydra_cfg.job.num} ({' '.join(overrides)}): {e}")
+        progress.failed_jobs.append(f"job {hydra_cfg.job.num} ({' '.join(overrides)}): {e}")
         log.error("error: %s; the sweep goes on", e)
     return None

@@ -75,7 +75,7 @@ def test_multirun_sweep_writes_one_dir_per_job(workdir):
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted((workdir / "outputs" / "multirun").glob("*/*/[0-9]*"))
     assert [j.name for j in jobs] == ["0", "1"]
-    for job, loss in zip(jobs, ["lsgan", "hinge"]):
+    for job, loss in zip(jobs, ["lsgan", "hinge"], strict=False):
         assert f"name: {loss}" in (job / ".hydra" / "config.yaml").read_text()
         assert (job / "checkpoints" / "last.pt").is_file()
 

@@ -53,7 +53,9 @@ def write_idx(raw: Path, split: str, images: torch.Tensor, labels: torch.Tensor)
     )
 
 
-def fake_raw(data_dir: Path, folder: str = "MNIST", n: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+def fake_raw(
+    data_dir: Path, folder: str = "MNIST", n: int = 20
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A tiny dataset in torchvision's layout; image 0 is a constant 200 so resizing keeps it."""
     raw = data_dir / folder / "raw"
     raw.mkdir(parents=True)

@@ -86,7 +86,9 @@ def test_nonsaturating_values() -> None:
     assert g == pytest.approx(want_g, rel=1e-12)
     # the numbers themselves (softplus form: -log sigmoid(x) = log(1 + e^-x)), so a wrong
     # reference cannot hide a wrong loss
-    sp = lambda x: math.log(1 + math.exp(x))
+    def sp(x: float) -> float:
+        return math.log(1 + math.exp(x))
+
     assert d == pytest.approx((sp(-2) + sp(1)) / 2 + (sp(0.5) + sp(-3)) / 2, rel=1e-12)
     assert d == pytest.approx(1.2314270, abs=1e-6)
     assert g == pytest.approx(1.7613322, abs=1e-6)
@@ -196,15 +198,15 @@ def test_per_example_tensor_targets() -> None:
     t = Targets(real=tensor(t_real), fake=tensor(t_fake))
 
     d = make("nonsaturating").d_loss(tensor(REAL), tensor(FAKE), t).item()
-    want = mean([bce(r, y) for r, y in zip(REAL, t_real)]) + mean(
-        [bce(f, y) for f, y in zip(FAKE, t_fake)])
+    want = mean([bce(r, y) for r, y in zip(REAL, t_real, strict=False)]) + mean(
+        [bce(f, y) for f, y in zip(FAKE, t_fake, strict=False)])
     assert d == pytest.approx(want, rel=1e-12)
     assert make("minimax").d_loss(tensor(REAL), tensor(FAKE), t).item() == pytest.approx(
         want, rel=1e-12)
 
     d = make("lsgan").d_loss(tensor(REAL), tensor(FAKE), t).item()
-    want = 0.5 * mean([(r - y) ** 2 for r, y in zip(REAL, t_real)]) + 0.5 * mean(
-        [(f - y) ** 2 for f, y in zip(FAKE, t_fake)])
+    want = 0.5 * mean([(r - y) ** 2 for r, y in zip(REAL, t_real, strict=False)]) + 0.5 * mean(
+        [(f - y) ** 2 for f, y in zip(FAKE, t_fake, strict=False)])
     assert d == pytest.approx(want, rel=1e-12)
 
 
