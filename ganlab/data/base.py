@@ -1,0 +1,116 @@
+"""What every dataset module returns, and the device-resident batcher the loop draws from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from ganlab.registry import Registry
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know about the data, stored in checkpoints to rebuild the model."""
+
+    name: str
+    kind: str  # "image" (uint8 N,C,H,W in 0..255) or "points" (float32 N,D)
+    shape: tuple[int, ...]  # per-example shape: (C, H, W) or (D,)
+    num_classes: int = 0  # 0 when unlabelled
+    modes: Optional[tuple[tuple[float, ...], ...]] = None  # toys: the mode centres
+    mode_std: float = 0.0  # toys: the std of each mode
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "shape": list(self.shape),
+            "num_classes": self.num_classes,
+            "modes": [list(m) for m in self.modes] if self.modes is not None else None,
+            "mode_std": self.mode_std,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DataSpec":
+        modes = tuple(tuple(m) for m in d["modes"]) if d.get("modes") is not None else None
+        return cls(
+            name=d["name"],
+            kind=d["kind"],
+            shape=tuple(d["shape"]),
+            num_classes=d.get("num_classes", 0),
+            modes=modes,
+            mode_std=d.get("mode_std", 0.0),
+        )
+
+
+@dataclass
+class InMemoryDataset:
+    """A whole small dataset as tensors: images as uint8, points as float32, labels as int64."""
+
+    spec: DataSpec
+    x: torch.Tensor
+    y: Optional[torch.Tensor] = None
+    source: str = ""  # one line saying where the data came from (recorded in the run log)
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def to(self, device: torch.device) -> "InMemoryDataset":
+        y = self.y.to(device) if self.y is not None else None
+        return InMemoryDataset(self.spec, self.x.to(device), y, self.source, self.notes)
+
+
+# name -> builder(cfg.dataset, data_dir: pathlib.Path, seed: int) -> InMemoryDataset
+DATASETS: Registry = Registry("dataset")
+
+
+class Batches:
+    """Shuffled mini-batches of a device-resident dataset, drawn by indexing.
+
+    Each epoch is a fresh permutation from a generator of its own, so the order depends only
+    on the seed; state_dict() captures the position, and a resumed run sees the same batches.
+    Incomplete last batches are dropped so every step sees `batch_size` examples.
+    """
+
+    def __init__(self, data: InMemoryDataset, batch_size: int, seed: int) -> None:
+        if batch_size > len(data):
+            raise ValueError(f"batch_size {batch_size} exceeds the dataset size {len(data)}")
+        self.data = data
+        self.batch_size = batch_size
+        self.batches_per_epoch = len(data) // batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch = 0
+        self.position = 0
+        self.order = self._permutation()
+
+    def _permutation(self) -> torch.Tensor:
+        return torch.randperm(len(self.data), generator=self.generator).to(self.data.x.device)
+
+    def __iter__(self) -> "Batches":
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        if self.position >= self.batches_per_epoch:
+            self.epoch += 1
+            self.position = 0
+            self.order = self._permutation()
+        index = self.order[self.position * self.batch_size : (self.position + 1) * self.batch_size]
+        self.position += 1
+        y = self.data.y[index] if self.data.y is not None else None
+        return self.data.x[index], y
+
+    def state_dict(self) -> dict:
+        return {
+            "generator": self.generator.get_state(),
+            "epoch": self.epoch,
+            "position": self.position,
+            "order": self.order.cpu(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.epoch = state["epoch"]
+        self.position = state["position"]
+        self.order = state["order"].to(self.data.x.device)

