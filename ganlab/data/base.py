@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 
@@ -18,7 +17,7 @@ class DataSpec:
     kind: str  # "image" (uint8 N,C,H,W in 0..255) or "points" (float32 N,D)
     shape: tuple[int, ...]  # per-example shape: (C, H, W) or (D,)
     num_classes: int = 0  # 0 when unlabelled
-    modes: Optional[tuple[tuple[float, ...], ...]] = None  # toys: the mode centres
+    modes: tuple[tuple[float, ...], ...] | None = None  # toys: the mode centres
     mode_std: float = 0.0  # toys: the std of each mode
 
     def to_dict(self) -> dict:
@@ -32,7 +31,7 @@ class DataSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DataSpec":
+    def from_dict(cls, d: dict) -> DataSpec:
         modes = tuple(tuple(m) for m in d["modes"]) if d.get("modes") is not None else None
         return cls(
             name=d["name"],
@@ -50,14 +49,14 @@ class InMemoryDataset:
 
     spec: DataSpec
     x: torch.Tensor
-    y: Optional[torch.Tensor] = None
+    y: torch.Tensor | None = None
     source: str = ""  # one line saying where the data came from (recorded in the run log)
     notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
-    def to(self, device: torch.device) -> "InMemoryDataset":
+    def to(self, device: torch.device) -> InMemoryDataset:
         y = self.y.to(device) if self.y is not None else None
         return InMemoryDataset(self.spec, self.x.to(device), y, self.source, self.notes)
 
@@ -88,10 +87,10 @@ class Batches:
     def _permutation(self) -> torch.Tensor:
         return torch.randperm(len(self.data), generator=self.generator).to(self.data.x.device)
 
-    def __iter__(self) -> "Batches":
+    def __iter__(self) -> Batches:
         return self
 
-    def __next__(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.position >= self.batches_per_epoch:
             self.epoch += 1
             self.position = 0

