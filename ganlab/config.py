@@ -165,6 +165,58 @@ class Config:
     resume: str | None = None  # a checkpoint file or a run dir to continue
 
 
+# Ranges the types cannot say, as intervals ("[" / "]" closed, "(" / ")" open). A key that the
+# chosen dataset or model does not have is skipped; None (e.g. trainer.epochs unset) passes.
+RANGES = {
+    "trainer.batch_size": "[1, inf)",
+    "trainer.max_steps": "[1, inf)",
+    "trainer.epochs": "[1, inf)",
+    "trainer.ckpt_every": "[0, inf)",
+    "log.every": "[0, inf)",
+    "log.sample_every": "[0, inf)",
+    "log.n_samples": "[1, inf)",
+    "eval.every": "[0, inf)",
+    "eval.n_samples": "[1, inf)",
+    "eval.mode_min_share": "[0, inf)",
+    "loss.gp_weight": "[0, inf)",
+    "loss.clip_value": "[0, inf)",
+    "gan.d_steps": "[1, inf)",
+    "gan.lr_g": "(0, inf)",
+    "gan.lr_d": "(0, inf)",
+    "gan.label_smoothing": "[0, 1)",
+    "gan.label_noise": "[0, 1)",
+    "model.latent_dim": "[1, inf)",
+    "model.g_features": "[1, inf)",
+    "model.d_features": "[1, inf)",
+    "model.d_dropout": "[0, 1)",
+}
+
+
+def _in_interval(value: float, interval: str) -> bool:
+    low, high = (float(part.strip("[]() ")) for part in interval.split(","))
+    above = value >= low if interval.startswith("[") else value > low
+    below = value <= high if interval.endswith("]") else value < high
+    return above and below
+
+
+def check_ranges(cfg) -> None:
+    """Raise a UserError naming the first key outside its range."""
+    from omegaconf import OmegaConf
+
+    from ganlab.errors import UserError
+
+    for key, interval in RANGES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and not _in_interval(value, interval):
+            raise UserError(f"{key}={value} is outside its range {interval}")
+    for hidden in OmegaConf.select(cfg, "model.g_hidden", default=None) or []:
+        if hidden < 1:
+            raise UserError(f"model.g_hidden sizes must be at least 1, got {hidden}")
+    for hidden in OmegaConf.select(cfg, "model.d_hidden", default=None) or []:
+        if hidden < 1:
+            raise UserError(f"model.d_hidden sizes must be at least 1, got {hidden}")
+
+
 SCHEMA_PREFIX = "schema_"
 # the config folder at the top of the project (an editable install keeps it beside the package)
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"

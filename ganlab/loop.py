@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -134,8 +135,10 @@ class Loop:
         last_losses: dict[str, float] = {}
         metrics: dict[str, float] = {}
         visualised = -1  # the step of the latest visuals/metrics
+        # redirected to a file (a cluster log), the bar redraws rarely instead of 10 times a second
         bar = tqdm(total=self.max_steps, initial=self.step, disable=not cfg.log.progress,
-                   dynamic_ncols=True, unit="step", smoothing=0.05)
+                   dynamic_ncols=True, unit="step", smoothing=0.05,
+                   mininterval=0.1 if sys.stderr.isatty() else 30.0)
         started, start_step = time.perf_counter(), self.step
         try:
             with StopRequested() as stop:

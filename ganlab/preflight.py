@@ -17,7 +17,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from ganlab import checkpoint
-from ganlab.config import CONF_DIR, SCHEMA_PREFIX
+from ganlab.config import CONF_DIR, SCHEMA_PREFIX, check_ranges
 from ganlab.errors import UserError
 
 GROUPS = ("dataset", "model", "loss")
@@ -89,6 +89,7 @@ def check_overrides(overrides: list[str]) -> None:
             except (HydraException, OmegaConfBaseException, ValueError) as e:
                 raise UserError(_one_line(e)) from e
             _check_names(cfg)
+            check_ranges(cfg)
 
 
 def _check_names(cfg) -> None:

@@ -12,7 +12,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ganlab.checkpoint import seed_everything
-from ganlab.config import CONF_DIR  # importing config also registers the schema
+from ganlab.config import CONF_DIR, check_ranges  # importing config registers the schema
 from ganlab.data import build_dataset
 from ganlab.errors import UserError, fail
 from ganlab.families import FAMILIES
@@ -57,6 +57,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, float]:
+    check_ranges(cfg)  # preflight checked already; this serves callers that skip it
     device = resolve_device(cfg.device)
     seed_everything(cfg.trainer.seed)
     family_cls = FAMILIES.get(cfg.model.family)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ganlab.errors import UserError
 from ganlab.registry import Registry
 
 
@@ -75,7 +76,8 @@ class Batches:
 
     def __init__(self, data: InMemoryDataset, batch_size: int, seed: int) -> None:
         if batch_size > len(data):
-            raise ValueError(f"batch_size {batch_size} exceeds the dataset size {len(data)}")
+            raise UserError(f"trainer.batch_size={batch_size} is larger than the dataset "
+                            f"({len(data):,} examples)")
         self.data = data
         self.batch_size = batch_size
         self.batches_per_epoch = len(data) // batch_size

@@ -66,10 +66,6 @@ class GanFamily(Family):
         self.mode_min_share = float(cfg.eval.mode_min_share)
 
     def _check_options(self, g) -> None:
-        if g.d_steps < 1:
-            raise UserError(f"gan.d_steps must be at least 1, got {g.d_steps}")
-        if not 0 <= g.label_noise < 1 or not 0 <= g.label_smoothing < 1:
-            raise UserError("gan.label_noise and gan.label_smoothing must lie in [0, 1)")
         label_options = g.label_smoothing or g.label_noise or (g.real_label, g.fake_label) != (1, 0)
         if label_options and not self.loss.uses_labels:
             raise UserError(
