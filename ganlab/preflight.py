@@ -24,7 +24,6 @@ GROUPS = ("dataset", "model", "loss")
 # Hydra flags that take a value in the next argument
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name",
                      "-cn", "--config-dir", "-cd", "--info", "--experimental-rerun"}
-_GROUP_NOUN = {"dataset": "dataset", "model": "model", "loss": "loss"}
 
 
 def choices(group: str) -> list[str]:
@@ -74,7 +73,7 @@ def check_overrides(overrides: list[str]) -> None:
             known = choices(key)
             for value in _sweep_values(o):
                 if value not in known:
-                    raise UserError(f"unknown {_GROUP_NOUN[key]} {value!r}; "
+                    raise UserError(f"unknown {key} {value!r}; "
                                     f"choose one of: {', '.join(known)}")
         if o.is_sweep_override():
             grid.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
