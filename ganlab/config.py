@@ -46,6 +46,12 @@ class Optimizer(str, Enum):
     rmsprop = "rmsprop"
 
 
+class AttackMethod(str, Enum):
+    fgsm = "fgsm"
+    ifgsm = "ifgsm"
+    pgd = "pgd"
+
+
 # --- datasets ------------------------------------------------------------------------------
 
 
@@ -104,6 +110,141 @@ class MlpGanConfig:
     d_dropout: float = 0.0
 
 
+@dataclass
+class ClassifierModelConfig:
+    name: str = MISSING
+    family: str = "classifier"
+    # inputs are [0, 1] images; the model standardises them itself, (x - mean) / std, so
+    # attacks always work in [0, 1] (MNIST's own statistics: 0.1307 / 0.3081)
+    input_mean: float = 0.0
+    input_std: float = 1.0
+
+
+@dataclass
+class SoftmaxConfig(ClassifierModelConfig):
+    name: str = "softmax"
+
+
+@dataclass
+class MlpClassifierConfig(ClassifierModelConfig):
+    name: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    dropout: float = 0.0
+
+
+@dataclass
+class LenetConfig(ClassifierModelConfig):
+    name: str = "lenet"
+    # 5x5 convs, each followed by ReLU and 2x2 max pooling, then the hidden layers: the MNIST
+    # net of Madry et al.; LeNet-5's widths are channels=[6,16] hidden=[120,84]
+    channels: list[int] = field(default_factory=lambda: [32, 64])
+    hidden: list[int] = field(default_factory=lambda: [1024])
+    dropout: float = 0.0
+
+
+# --- defences (adversarial training) -------------------------------------------------------
+
+
+@dataclass
+class NoDefenseConfig:
+    name: str = "none"
+
+
+@dataclass
+class FgsmDefenseConfig:
+    name: str = "fgsm"
+    eps: float = 0.3
+    clean_weight: float = 0.5  # Goodfellow's alpha: alpha * J(x) + (1 - alpha) * J(x_adv)
+    random_start: bool = False  # step from a random point of the eps-ball (against masking)
+
+
+@dataclass
+class PgdDefenseConfig:
+    name: str = "pgd"
+    eps: float = 0.3
+    step_size: float = 0.01
+    steps: int = 40
+    random_start: bool = True
+    clean_weight: float = 0.0  # Madry et al. train on adversarial examples only
+
+
+@dataclass
+class MixupDefenseConfig:
+    name: str = "mixup"
+    alpha: float = 1.0  # lam ~ Beta(alpha, alpha)
+
+
+@dataclass
+class GradRegDefenseConfig:
+    name: str = "gradreg"
+    weight: float = 10.0  # J + weight * mean over the batch of ||grad_x J(x_i, y_i)||^2
+
+
+# --- attacks (the `attack` command) --------------------------------------------------------
+
+DEFAULT_EPS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
+
+
+@dataclass
+class FgsmAttackConfig:
+    name: str = "fgsm"
+    eps: list[float] = field(default_factory=lambda: list(DEFAULT_EPS))
+    targeted: bool = False
+    target: str | None = None  # with targeted=true: a class (0..9), random (default), least_likely
+
+
+@dataclass
+class IfgsmAttackConfig(FgsmAttackConfig):
+    name: str = "ifgsm"
+    step_size: float = 1 / 255  # Kurakin et al.: one grey level per step
+    steps: int | None = None  # None: Kurakin's min(255 * eps + 4, 1.25 * 255 * eps)
+
+
+@dataclass
+class PgdAttackConfig(FgsmAttackConfig):
+    name: str = "pgd"
+    step_size: float | None = None  # None: 2.5 * eps / steps (Madry et al.)
+    steps: int = 40
+    random_start: bool = True
+
+
+@dataclass
+class TransferAttackConfig(FgsmAttackConfig):
+    name: str = "transfer"
+    source_ckpt: str = MISSING  # the model the examples are crafted on
+    method: AttackMethod = AttackMethod.fgsm
+    step_size: float | None = None  # ifgsm/pgd; None: their own defaults
+    steps: int | None = None
+    random_start: bool = True  # pgd
+
+
+@dataclass
+class SubstituteAttackConfig:
+    name: str = "substitute"
+    eps: list[float] = field(default_factory=lambda: [0.3])
+    seed_size: int = 150  # held-out images the attacker starts from (Papernot et al.: 150)
+    rounds: int = 6  # substitute training epochs rho; the set doubles between rounds
+    epochs: int = 10  # training epochs of the substitute per round
+    lmbda: float = 0.1  # Jacobian augmentation step
+    tau: int = 3  # the augmentation step changes sign every tau rounds
+    hidden: list[int] = field(default_factory=lambda: [200, 200])  # the substitute MLP
+    lr: float = 1e-3
+    batch_size: int = 128
+
+
+@dataclass
+class AttackCommandConfig:
+    ckpt: str = MISSING  # the attacked classifier: checkpoint file or run dir
+    attack: Any = MISSING
+    n_examples: int = 1000  # held-out images attacked (0: all of them)
+    batch_size: int = 500
+    seed: int = 0  # random starts and random targets
+    out: str | None = None  # folder for the results; default <run dir>/attack_<name>
+    data_dir: str | None = None  # default: the data_dir the model was trained with
+    device: str = "cpu"
+    show: int = 8  # examples in the picture grid
+
+
 # --- training ------------------------------------------------------------------------------
 
 
@@ -125,6 +266,16 @@ class GanConfig:
     fake_label: float = 0.0
     label_smoothing: float = 0.0  # one-sided: real targets move this far towards fake
     label_noise: float = 0.0  # probability of flipping each discriminator target
+
+
+@dataclass
+class ClassifierConfig:
+    lr: float = 1e-3  # Adam
+    weight_decay: float = 0.0
+    # held-out accuracy is measured clean and under this attack at every evaluation
+    eval_attack: AttackMethod = AttackMethod.fgsm
+    eval_eps: float = 0.3
+    eval_steps: int = 20  # ifgsm/pgd, step 2.5 * eps / steps
 
 
 @dataclass
@@ -157,6 +308,8 @@ class Config:
     model: Any = MISSING
     loss: LossConfig = field(default_factory=LossConfig)
     gan: GanConfig = field(default_factory=GanConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    defense: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     log: LogConfig = field(default_factory=LogConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -189,6 +342,18 @@ RANGES = {
     "model.g_features": "[1, inf)",
     "model.d_features": "[1, inf)",
     "model.d_dropout": "[0, 1)",
+    "model.dropout": "[0, 1)",
+    "model.input_std": "(0, inf)",
+    "classifier.lr": "(0, inf)",
+    "classifier.weight_decay": "[0, inf)",
+    "classifier.eval_eps": "[0, 1]",
+    "classifier.eval_steps": "[1, inf)",
+    "defense.eps": "[0, 1]",
+    "defense.clean_weight": "[0, 1]",
+    "defense.step_size": "(0, inf)",
+    "defense.steps": "[1, inf)",
+    "defense.alpha": "(0, inf)",
+    "defense.weight": "[0, inf)",
 }
 
 
@@ -209,12 +374,10 @@ def check_ranges(cfg) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and not _in_interval(value, interval):
             raise UserError(f"{key}={value} is outside its range {interval}")
-    for hidden in OmegaConf.select(cfg, "model.g_hidden", default=None) or []:
-        if hidden < 1:
-            raise UserError(f"model.g_hidden sizes must be at least 1, got {hidden}")
-    for hidden in OmegaConf.select(cfg, "model.d_hidden", default=None) or []:
-        if hidden < 1:
-            raise UserError(f"model.d_hidden sizes must be at least 1, got {hidden}")
+    for key in ("model.g_hidden", "model.d_hidden", "model.hidden", "model.channels"):
+        for size in OmegaConf.select(cfg, key, default=None) or []:
+            if size < 1:
+                raise UserError(f"{key} sizes must be at least 1, got {size}")
 
 
 SCHEMA_PREFIX = "schema_"
@@ -230,6 +393,18 @@ def register_configs() -> None:
     cs.store(group="dataset", name=SCHEMA_PREFIX + "synthetic", node=SyntheticDatasetConfig)
     cs.store(group="model", name=SCHEMA_PREFIX + "dcgan", node=DcganConfig)
     cs.store(group="model", name=SCHEMA_PREFIX + "mlp_gan", node=MlpGanConfig)
+    cs.store(group="model", name=SCHEMA_PREFIX + "softmax", node=SoftmaxConfig)
+    cs.store(group="model", name=SCHEMA_PREFIX + "mlp", node=MlpClassifierConfig)
+    cs.store(group="model", name=SCHEMA_PREFIX + "lenet", node=LenetConfig)
+    for name, node in (("none", NoDefenseConfig), ("fgsm", FgsmDefenseConfig),
+                       ("pgd", PgdDefenseConfig), ("mixup", MixupDefenseConfig),
+                       ("gradreg", GradRegDefenseConfig)):
+        cs.store(group="defense", name=SCHEMA_PREFIX + name, node=node)
+    cs.store(name="schema_attack_command", node=AttackCommandConfig)
+    for name, node in (("fgsm", FgsmAttackConfig), ("ifgsm", IfgsmAttackConfig),
+                       ("pgd", PgdAttackConfig), ("transfer", TransferAttackConfig),
+                       ("substitute", SubstituteAttackConfig)):
+        cs.store(group="attack", name=SCHEMA_PREFIX + name, node=node)
 
 
 register_configs()

@@ -172,6 +172,8 @@ class Loop:
             elapsed = time.perf_counter() - started
             result = {**last_losses, **metrics, "step": self.step,
                       "steps_per_second": (self.step - start_step) / max(elapsed, 1e-9)}
+            if self.data.heldout is not None:  # say which unseen data the metrics come from
+                result["heldout_data"] = self.data.heldout.source
             logger.final(result)
             log.info("done: %d steps in %.1f s; final %s", self.step, elapsed,
                      ", ".join(f"{k}={v:.4g}" for k, v in result.items()

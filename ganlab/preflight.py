@@ -20,7 +20,7 @@ from ganlab import checkpoint
 from ganlab.config import CONF_DIR, SCHEMA_PREFIX, check_ranges
 from ganlab.errors import UserError
 
-GROUPS = ("dataset", "model", "loss")
+GROUPS = ("dataset", "model", "loss", "defense")
 # Hydra flags that take a value in the next argument
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name",
                      "-cn", "--config-dir", "-cd", "--info", "--experimental-rerun"}
@@ -60,7 +60,10 @@ def _sweep_values(override) -> list[str]:
     return [override.get_value_element_as_str()]
 
 
-def check_overrides(overrides: list[str]) -> None:
+def compose_all(overrides: list[str], config_name: str = "config",
+                groups: tuple[str, ...] = GROUPS) -> list:
+    """Every combination a command line asks for, composed against the schema; an unknown
+    group choice, a typo or a wrong type is a UserError."""
     parser = OverridesParser.create()
     try:
         parsed = parser.parse_overrides(overrides)
@@ -69,7 +72,7 @@ def check_overrides(overrides: list[str]) -> None:
     grid: list[list[str]] = []
     for o in parsed:
         key = o.key_or_group
-        if key in GROUPS and not o.is_delete():
+        if key in groups and not o.is_delete():
             known = choices(key)
             for value in _sweep_values(o):
                 if value not in known:
@@ -79,22 +82,29 @@ def check_overrides(overrides: list[str]) -> None:
             grid.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
         else:
             grid.append([o.input_line])
+    composed = []
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         for combination in itertools.product(*grid):
             job = [o for o in combination if not o.startswith("hydra.") and
                    not o.startswith("hydra/")]
             try:
-                cfg = compose("config", overrides=job)
+                composed.append(compose(config_name, overrides=job))
             except (HydraException, OmegaConfBaseException, ValueError) as e:
                 raise UserError(_one_line(e)) from e
-            _check_names(cfg)
-            check_ranges(cfg)
+    return composed
+
+
+def check_overrides(overrides: list[str]) -> None:
+    for cfg in compose_all(overrides):
+        _check_names(cfg)
+        check_ranges(cfg)
 
 
 def _check_names(cfg) -> None:
     """Names inside groups (model.name, loss.name, ...) must have a builder."""
+    from ganlab.attacks.defenses import DEFENSES
     from ganlab.data import DATASETS
-    from ganlab.families import FAMILIES
+    from ganlab.families import FAMILIES, check_family_sections
     from ganlab.losses import LOSSES
     from ganlab.models import MODELS
 
@@ -102,6 +112,8 @@ def _check_names(cfg) -> None:
     MODELS.get(cfg.model.name)
     FAMILIES.get(cfg.model.family)
     LOSSES.get(cfg.loss.name)
+    DEFENSES.get(cfg.defense.name)
+    check_family_sections(cfg)
 
 
 def with_resume(overrides: list[str]) -> list[str]:

@@ -15,7 +15,7 @@ from ganlab.checkpoint import seed_everything
 from ganlab.config import CONF_DIR, check_ranges  # importing config registers the schema
 from ganlab.data import build_dataset
 from ganlab.errors import UserError, fail
-from ganlab.families import FAMILIES
+from ganlab.families import FAMILIES, check_family_sections
 from ganlab.loop import Loop
 
 log = logging.getLogger("ganlab")
@@ -58,12 +58,17 @@ def resolve_device(name: str) -> torch.device:
 
 def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, float]:
     check_ranges(cfg)  # preflight checked already; this serves callers that skip it
+    check_family_sections(cfg)
     device = resolve_device(cfg.device)
     seed_everything(cfg.trainer.seed)
     family_cls = FAMILIES.get(cfg.model.family)
-    data = build_dataset(cfg.dataset, Path(cfg.data_dir), cfg.trainer.seed)
+    data = build_dataset(cfg.dataset, Path(cfg.data_dir), cfg.trainer.seed,
+                         heldout=family_cls.needs_heldout)
     log.info("data: %s", data.source)
     family = family_cls(cfg, data.spec, device)
+    if data.heldout is not None:
+        log.info("held-out data: %s", data.heldout.source)
+        family.use_heldout(data.heldout.to(device))
     log.info("model: %s (%s family) on %s; run dir %s", cfg.model.name, cfg.model.family,
              device, run_dir)
     loop = Loop(cfg, family, data.to(device), run_dir, overrides)

@@ -5,12 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from ganlab.data import mnist, synthetic, toy  # noqa: F401  (imported to register)
-from ganlab.data.base import DATASETS, Batches, DataSpec, InMemoryDataset
+from ganlab.data.base import DATASETS, Batches, DataSpec, InMemoryDataset, split_off_heldout
 from ganlab.data.toy import mode_centres
 
 __all__ = ["DATASETS", "Batches", "DataSpec", "InMemoryDataset", "build_dataset", "mode_centres"]
 
 
-def build_dataset(cfg_dataset, data_dir: str | Path, seed: int) -> InMemoryDataset:
-    """Build the dataset named by cfg_dataset.name (an unknown name is a UserError)."""
-    return DATASETS.get(cfg_dataset.name)(cfg_dataset, Path(data_dir), seed)
+def build_dataset(cfg_dataset, data_dir: str | Path, seed: int,
+                  heldout: bool = False) -> InMemoryDataset:
+    """Build the dataset named by cfg_dataset.name (an unknown name is a UserError).
+
+    heldout=True guarantees `.heldout`: the dataset's own test split when it has one (MNIST's
+    t10k files), otherwise a fixed slice split off the training data.
+    """
+    data = DATASETS.get(cfg_dataset.name)(cfg_dataset, Path(data_dir), seed)
+    if not heldout:
+        return InMemoryDataset(data.spec, data.x, data.y, data.source, data.notes)
+    return data if data.heldout is not None else split_off_heldout(data)

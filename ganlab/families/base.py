@@ -7,10 +7,12 @@ signals; the loop knows nothing of generators or ELBOs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from omegaconf import OmegaConf
 
+from ganlab.errors import UserError
 from ganlab.registry import Registry
 
 # name (cfg.model.family) -> class(cfg, spec: DataSpec, device: torch.device) -> Family
@@ -20,6 +22,15 @@ FAMILIES: Registry = Registry("family")
 class Family:
     # how many data batches one train_step consumes (e.g. k discriminator steps)
     batches_per_step: int = 1
+    # config sections only this family reads -> their schema; under another family they must
+    # keep their defaults, so a setting that would be ignored is an error instead
+    sections: ClassVar[dict[str, type]] = {}
+    # the loop hands the dataset's held-out split to families that measure on unseen data
+    needs_heldout: ClassVar[bool] = False
+
+    def use_heldout(self, data) -> None:
+        """Real examples kept out of training (an InMemoryDataset on the family's device)."""
+        self.heldout = data
 
     def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
         """One optimisation step. `batch` is one (x, y) pair, or a list of `batches_per_step`
@@ -46,3 +57,21 @@ class Family:
 
     def eval(self) -> None:
         """Networks to evaluation mode."""
+
+
+def check_family_sections(cfg) -> None:
+    """A section of another family (gan.*, loss=, defense=, ...) changed from its default is
+    an error: the chosen family would silently ignore it."""
+    family = cfg.model.family
+    own = FAMILIES.get(family).sections
+    for name in FAMILIES:
+        for section, schema in FAMILIES.get(name).sections.items():
+            if section in own or section not in cfg:
+                continue
+            default = OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True)
+            given = OmegaConf.to_container(cfg[section], resolve=True, enum_to_str=True)
+            changed = sorted(k for k in given if given[k] != default.get(k))
+            if changed:
+                keys = ", ".join(f"{section}.{k}" for k in changed)
+                raise UserError(f"{keys} apply to the {name} family, not to "
+                                f"model={cfg.model.name} ({family} family)")

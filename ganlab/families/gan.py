@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ganlab.config import Optimizer
+from ganlab.config import GanConfig, LossConfig, Optimizer
 from ganlab.data.base import DataSpec
 from ganlab.errors import UserError
 from ganlab.families.base import FAMILIES, Family
@@ -37,6 +37,8 @@ def make_optimizer(params, cfg_gan, lr: float) -> torch.optim.Optimizer:
 
 @FAMILIES.register("gan")
 class GanFamily(Family):
+    sections: ClassVar[dict[str, type]] = {"loss": LossConfig, "gan": GanConfig}
+
     def __init__(self, cfg, spec: DataSpec, device: torch.device) -> None:
         self.spec = spec
         self.device = device

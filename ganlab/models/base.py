@@ -8,7 +8,8 @@ from torch import nn
 
 from ganlab.registry import Registry
 
-# name -> builder(cfg.model, spec: DataSpec, *, gradient_penalty: bool) -> networks
+# name -> builder. GAN architectures: (cfg.model, spec, *, gradient_penalty: bool) -> GanNetworks;
+# classifiers: (cfg.model, spec) -> nn.Module mapping [0, 1] images to logits
 MODELS: Registry = Registry("model")
 
 

@@ -1,0 +1,92 @@
+"""The classifier family: an image classifier trained clean or under a defence, measured on
+held-out data clean and under attack."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from ganlab.attacks import attack_by_name
+from ganlab.attacks.defenses import DEFENSES
+from ganlab.config import ClassifierConfig, NoDefenseConfig
+from ganlab.data.base import DataSpec
+from ganlab.families.base import FAMILIES, Family
+from ganlab.images import UNIT, make_grid, to_float, to_uint8
+from ganlab.metrics.robustness import evaluate_attack
+from ganlab.models import MODELS
+
+SHOWN_EXAMPLES = 16  # held-out images in the clean-vs-adversarial grid
+
+
+@FAMILIES.register("classifier")
+class ClassifierFamily(Family):
+    sections: ClassVar[dict[str, type]] = {"classifier": ClassifierConfig,
+                                           "defense": NoDefenseConfig}
+    needs_heldout = True
+
+    def __init__(self, cfg, spec: DataSpec, device: torch.device) -> None:
+        self.spec = spec
+        self.device = device
+        self.model = MODELS.get(cfg.model.name)(cfg.model, spec).to(device)
+        c = cfg.classifier
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        self.defense = DEFENSES.get(cfg.defense.name)(cfg.defense)
+        self.eval_method, self.eval_eps = str(c.eval_attack.value), float(c.eval_eps)
+        self.eval_steps = int(c.eval_steps)
+        self.eval_seed = cfg.trainer.seed + 2
+        self.eval_samples = int(cfg.eval.n_samples)
+        self.heldout = None
+
+    def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        x, y = batch
+        out = self.defense.step(self.model, to_float(x, UNIT), y)
+        self.opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        self.opt.step()
+        metrics = {"loss/train": out.loss, **out.scalars}
+        for kind, logits in out.logits.items():
+            name = "accuracy/train" if kind == "clean" else f"accuracy/train_{kind}"
+            metrics[name] = (logits.argmax(dim=1) == y).float().mean()
+        return {k: v.detach() for k, v in metrics.items()}
+
+    # --- evaluation ----------------------------------------------------------------------
+
+    def _adversary(self):
+        # its own generator: PGD's random starts leave the global RNG (and training) untouched
+        generator = torch.Generator(self.device).manual_seed(self.eval_seed)
+        return attack_by_name(self.eval_method, self.eval_eps, steps=self.eval_steps,
+                              generator=generator)
+
+    def evaluate(self) -> dict[str, float]:
+        if self.heldout is None:
+            return {}
+        n = min(self.eval_samples, len(self.heldout))
+        x, y = to_float(self.heldout.x[:n], UNIT), self.heldout.y[:n]
+        row = evaluate_attack(self.model, x, y, self._adversary(), self.eval_eps)
+        return {"accuracy": row["clean_accuracy"], "loss": row["clean_loss"],
+                f"accuracy_{self.eval_method}_{self.eval_eps:g}": row["accuracy"]}
+
+    def visuals(self) -> dict[str, torch.Tensor]:
+        if self.heldout is None:
+            return {}
+        x = to_float(self.heldout.x[:SHOWN_EXAMPLES], UNIT)
+        adv = self._adversary()(self.model, x, self.heldout.y[:SHOWN_EXAMPLES])
+        # rows of 8: the clean images, then their adversarial versions under the eval attack
+        images = torch.cat([x, adv]).cpu()
+        return {"adversarial_examples": make_grid(to_uint8(images, UNIT), nrow=8)}
+
+    # --- state ---------------------------------------------------------------------------
+
+    def train(self) -> None:
+        self.model.train()
+
+    def eval(self) -> None:
+        self.model.eval()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
