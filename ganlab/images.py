@@ -62,3 +62,14 @@ def save_png(image: torch.Tensor, path: str | Path) -> None:
         pil = Image.fromarray(array.permute(1, 2, 0).numpy(), mode="RGB")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     pil.save(path)
+
+
+def figure_to_uint8(fig) -> torch.Tensor:
+    """A matplotlib Figure drawn on the Agg canvas (no pyplot, no global state): uint8 (3, H, W)."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())  # (H, W, 4), a view of the canvas buffer
+    return torch.from_numpy(rgba[..., :3].copy()).permute(2, 0, 1).contiguous()

@@ -9,7 +9,7 @@ import torch
 
 from ganlab.attacks import attack_by_name
 from ganlab.attacks.defenses import DEFENSES
-from ganlab.config import ClassifierConfig, NoDefenseConfig
+from ganlab.config import AttackMethod, ClassifierConfig, NoDefenseConfig
 from ganlab.data.base import DataSpec
 from ganlab.families.base import FAMILIES, Family
 from ganlab.images import UNIT, make_grid, to_float, to_uint8
@@ -32,7 +32,8 @@ class ClassifierFamily(Family):
         c = cfg.classifier
         self.opt = torch.optim.Adam(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         self.defense = DEFENSES.get(cfg.defense.name)(cfg.defense)
-        self.eval_method, self.eval_eps = str(c.eval_attack.value), float(c.eval_eps)
+        # AttackMethod(...): a config read back from a checkpoint holds plain strings
+        self.eval_method, self.eval_eps = AttackMethod(c.eval_attack).value, float(c.eval_eps)
         self.eval_steps = int(c.eval_steps)
         self.eval_seed = cfg.trainer.seed + 2
         self.eval_samples = int(cfg.eval.n_samples)

@@ -11,9 +11,10 @@ import math
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import EllipseCollection
 from matplotlib.figure import Figure
+
+from ganlab.images import figure_to_uint8
 
 __all__ = ["mode_metrics", "scatter_image"]
 
@@ -136,7 +137,6 @@ def scatter_image(
 
     dpi = 100
     fig = Figure(figsize=(size_px / dpi, size_px / dpi), dpi=dpi)
-    canvas = FigureCanvasAgg(fig)
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0)) if title is None else fig.add_axes((0, 0, 1, 0.92))
     x0, x1, y0, y1 = _limits(fake, real, centres, std)
 
@@ -178,7 +178,4 @@ def scatter_image(
     if title is not None:
         fig.suptitle(title, fontsize=9, y=0.98)
 
-    canvas.draw()
-    rgba = np.asarray(canvas.buffer_rgba())  # (H, W, 4) uint8, a view of the canvas buffer
-    img = torch.from_numpy(rgba[..., :3].copy()).permute(2, 0, 1).contiguous()
-    return img
+    return figure_to_uint8(fig)
