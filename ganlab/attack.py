@@ -74,6 +74,9 @@ def _check(cfg) -> None:
         if a.target is not None and a.target not in ("random", "least_likely") and \
                 not str(a.target).isdigit():
             raise UserError(f"unknown attack.target {a.target!r}; choose {TARGET_CHOICES}")
+    for key in ("channels", "hidden"):
+        if any(size < 1 for size in a.get(key) or []):
+            raise UserError(f"attack.{key} sizes must be at least 1, got {list(a[key])}")
 
 
 def load_classifier(path: str, device: torch.device, role: str = "ckpt"):

@@ -46,6 +46,11 @@ class Optimizer(str, Enum):
     rmsprop = "rmsprop"
 
 
+class SubstituteArchitecture(str, Enum):
+    lenet = "lenet"  # conv stages `channels`, then `hidden`
+    mlp = "mlp"  # `hidden` only (cleverhans' substitute: hidden=[200,200])
+
+
 class AttackMethod(str, Enum):
     fgsm = "fgsm"
     ifgsm = "ifgsm"
@@ -227,7 +232,10 @@ class SubstituteAttackConfig:
     epochs: int = 10  # training epochs of the substitute per round
     lmbda: float = 0.1  # Jacobian augmentation step
     tau: int = 3  # the augmentation step changes sign every tau rounds
-    hidden: list[int] = field(default_factory=lambda: [200, 200])  # the substitute MLP
+    # the attacker's own network: a small convnet transfers best to a convnet target
+    architecture: SubstituteArchitecture = SubstituteArchitecture.lenet
+    channels: list[int] = field(default_factory=lambda: [16, 32])
+    hidden: list[int] = field(default_factory=lambda: [100])
     lr: float = 1e-3
     batch_size: int = 128
 

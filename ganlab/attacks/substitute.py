@@ -18,9 +18,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ganlab.attacks.gradient import eval_mode
-from ganlab.config import MlpClassifierConfig
+from ganlab.config import LenetConfig, MlpClassifierConfig, SubstituteArchitecture
 from ganlab.data.base import DataSpec
-from ganlab.models.classifiers import build_mlp
+from ganlab.models.classifiers import build_lenet, build_mlp
 
 log = logging.getLogger("ganlab")
 
@@ -72,9 +72,13 @@ def _fit(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch
 def train_substitute(oracle: Callable[[torch.Tensor], torch.Tensor], seed_x: torch.Tensor,
                      spec: DataSpec, cfg, generator: torch.Generator) -> Substitute:
     """Algorithm 1 of the paper: `cfg.rounds` rounds of training, the set doubling between
-    them. cfg: hidden, lr, epochs, batch_size, rounds, lmbda, tau."""
-    model_cfg = OmegaConf.structured(MlpClassifierConfig(hidden=list(cfg.hidden)))
-    model = build_mlp(model_cfg, spec).to(seed_x.device)
+    them. cfg: architecture, channels, hidden, lr, epochs, batch_size, rounds, lmbda, tau."""
+    if SubstituteArchitecture(cfg.architecture) is SubstituteArchitecture.lenet:
+        model_cfg = LenetConfig(channels=list(cfg.channels), hidden=list(cfg.hidden))
+        model = build_lenet(OmegaConf.structured(model_cfg), spec)
+    else:
+        model = build_mlp(OmegaConf.structured(MlpClassifierConfig(hidden=list(cfg.hidden))), spec)
+    model = model.to(seed_x.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     x, y = seed_x, oracle(seed_x)
     queries = len(x)

@@ -71,7 +71,10 @@ def check_family_sections(cfg) -> None:
             default = OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True)
             given = OmegaConf.to_container(cfg[section], resolve=True, enum_to_str=True)
             changed = sorted(k for k in given if given[k] != default.get(k))
-            if changed:
-                keys = ", ".join(f"{section}.{k}" for k in changed)
-                raise UserError(f"{keys} apply to the {name} family, not to "
-                                f"model={cfg.model.name} ({family} family)")
+            if not changed:
+                continue
+            # a group choice (loss=wgan_gp, defense=fgsm) is named as the user typed it
+            what = (f"{section}={given['name']}" if "name" in changed else
+                    ", ".join(f"{section}.{k}" for k in changed))
+            raise UserError(f"{what} applies to the {name} family, not to "
+                            f"model={cfg.model.name} ({family} family)")
