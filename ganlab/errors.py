@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -12,7 +13,7 @@ class UserError(Exception):
     """Bad input (config, data, checkpoint): reported as one line, exit code 2, no traceback."""
 
 
-def fail(message: str) -> NoReturn:  # noqa: F821
+def fail(message: str) -> NoReturn:
     """Print the one-line error and exit with the bad-input code."""
     one_line = " ".join(str(message).split())
     print(f"error: {one_line}", file=sys.stderr, flush=True)

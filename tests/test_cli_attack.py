@@ -3,6 +3,7 @@ model, through the real CLI."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def test_fgsm_robustness_falls_with_eps(digits_run):
     assert [r["eps"] for r in rows] == [0, 0.05, 0.1, 0.2]
     accuracy = [r["accuracy"] for r in rows]
     assert accuracy[0] == report["clean_accuracy"] and rows[0]["success_rate"] == 0
-    assert all(a >= b for a, b in zip(accuracy, accuracy[1:], strict=False)), accuracy
+    assert all(a >= b for a, b in itertools.pairwise(accuracy)), accuracy
     assert accuracy[-1] < accuracy[0] - 0.3, accuracy
     for r in rows:
         assert r["mean_linf"] <= r["eps"] + 1e-6 and r["mean_l2"] >= r["mean_linf"]

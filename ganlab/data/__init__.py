@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ganlab.data import mnist, synthetic, toy  # noqa: F401  (imported to register)
-from ganlab.data.base import DATASETS, Batches, DataSpec, InMemoryDataset, split_off_heldout
+from ganlab.data.base import (
+    DATASETS,
+    TEST_SPLITS,
+    Batches,
+    DataSpec,
+    InMemoryDataset,
+    split_off_heldout,
+)
 from ganlab.data.toy import mode_centres
 
 __all__ = ["DATASETS", "Batches", "DataSpec", "InMemoryDataset", "build_dataset", "mode_centres"]
@@ -20,5 +27,7 @@ def build_dataset(cfg_dataset, data_dir: str | Path, seed: int,
     """
     data = DATASETS.get(cfg_dataset.name)(cfg_dataset, Path(data_dir), seed)
     if not heldout:
-        return InMemoryDataset(data.spec, data.x, data.y, data.source, data.notes)
+        return data
+    if cfg_dataset.name in TEST_SPLITS:
+        data.heldout = TEST_SPLITS.get(cfg_dataset.name)(cfg_dataset, Path(data_dir))
     return data if data.heldout is not None else split_off_heldout(data)

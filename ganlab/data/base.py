@@ -82,7 +82,9 @@ def split_off_heldout(data: InMemoryDataset) -> InMemoryDataset:
                         "any out for evaluation")
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(HELDOUT_SEED))
     order = order.to(data.x.device)
-    keep, held = order[n_heldout:].sort().values, order[:n_heldout].sort().values
+    # the held-out part stays in random order: datasets sorted by class (the bundled digits)
+    # must not give a first-n slice of one class
+    keep, held = order[n_heldout:].sort().values, order[:n_heldout]
     heldout = data.subset(held, f"{data.spec.name}: a fixed random {HELDOUT_FRACTION:.0%} of the "
                                 f"training source ({n_heldout:,} examples), kept out of training")
     train = data.subset(keep, f"{data.source}; {n_heldout:,} of them held out")
@@ -92,6 +94,9 @@ def split_off_heldout(data: InMemoryDataset) -> InMemoryDataset:
 
 # name -> builder(cfg.dataset, data_dir: pathlib.Path, seed: int) -> InMemoryDataset
 DATASETS: Registry = Registry("dataset")
+# name -> loader(cfg.dataset, data_dir) -> the dataset's own test split, or None when its
+# files are not there; read only for the families that measure on held-out data
+TEST_SPLITS: Registry = Registry("test split")
 
 
 class Batches:

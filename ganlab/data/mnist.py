@@ -19,7 +19,7 @@ import torch
 from torchvision import datasets
 
 from ganlab.config import Source
-from ganlab.data.base import DATASETS, DataSpec, InMemoryDataset
+from ganlab.data.base import DATASETS, TEST_SPLITS, DataSpec, InMemoryDataset
 from ganlab.errors import UserError
 from ganlab.images import resize_uint8
 
@@ -196,23 +196,32 @@ def _build(cfg, data_dir: Path, name: str, cls: type[datasets.MNIST]) -> InMemor
     else:
         raise UserError(_missing_message(cls, raw, bundled_hint=has_bundled))
 
+    return _prepare(cfg, name, x, y, origin)
+
+
+def _prepare(cfg, name: str, x: torch.Tensor, y: torch.Tensor, origin: str,
+             split: str = "") -> InMemoryDataset:
+    """Keep dataset.classes, resize to dataset.image_size, add the channel axis."""
+    x, y = _keep_classes(x, y, cfg.classes, f"{name}{split}")
+    if cfg.classes is not None:
+        origin += f"; classes {list(cfg.classes)}: {len(x):,} images"
+    images = resize_uint8(x.unsqueeze(1), cfg.image_size)
     spec = DataSpec(name, kind="image", shape=(1, cfg.image_size, cfg.image_size),
                     num_classes=NUM_CLASSES)
+    return InMemoryDataset(spec, images.contiguous(), y.contiguous(), source=origin)
 
-    def dataset(x: torch.Tensor, y: torch.Tensor, origin: str) -> InMemoryDataset:
-        x, y = _keep_classes(x, y, cfg.classes, name)
-        if cfg.classes is not None:
-            origin += f"; classes {list(cfg.classes)}: {len(x):,} images"
-        images = resize_uint8(x.unsqueeze(1), cfg.image_size)
-        return InMemoryDataset(spec, images.contiguous(), y.contiguous(), source=origin)
 
-    train = dataset(x, y, origin)
-    test = _load_test(raw)
-    if test is not None:  # whatever the training source, the official test split is unseen
-        tx, ty, folder = test
-        train.heldout = dataset(tx, ty, f"{name}: the official test split, {len(tx):,} images "
-                                        f"from {folder}")
-    return train
+def _test_split(cfg, data_dir: Path, name: str,
+                cls: type[datasets.MNIST]) -> InMemoryDataset | None:
+    """The official test split, when its t10k files are in data_dir (whatever the training
+    source: the bundled digits are training digits, so the test split is unseen)."""
+    test = _load_test(_raw_folder(cls, Path(data_dir)))
+    if test is None:
+        return None
+    x, y, folder = test
+    return _prepare(cfg, name, x, y,
+                    f"{name}: the official test split, {len(x):,} images from {folder}",
+                    split=" test split")
 
 
 @DATASETS.register("mnist")
@@ -220,6 +229,16 @@ def build_mnist(cfg, data_dir: Path, seed: int) -> InMemoryDataset:
     return _build(cfg, data_dir, "mnist", datasets.MNIST)
 
 
+@TEST_SPLITS.register("mnist")
+def mnist_test_split(cfg, data_dir: Path) -> InMemoryDataset | None:
+    return _test_split(cfg, data_dir, "mnist", datasets.MNIST)
+
+
 @DATASETS.register("fashion_mnist")
 def build_fashion_mnist(cfg, data_dir: Path, seed: int) -> InMemoryDataset:
     return _build(cfg, data_dir, "fashion_mnist", datasets.FashionMNIST)
+
+
+@TEST_SPLITS.register("fashion_mnist")
+def fashion_mnist_test_split(cfg, data_dir: Path) -> InMemoryDataset | None:
+    return _test_split(cfg, data_dir, "fashion_mnist", datasets.FashionMNIST)
