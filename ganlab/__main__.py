@@ -14,6 +14,7 @@ commands:
            `train -m loss=lsgan,hinge` sweeps)
   sample   draw from a trained model: ckpt=PATH n=N out=FILE.png|FILE.npz [seed=S]
            [interpolate=true steps=K]
+  latent   latent arithmetic with a VAE: ckpt=PATH attribute=NAME [alpha=1.5] out=FILE.png
   attack   attack a trained classifier on held-out data: ckpt=PATH attack=fgsm|ifgsm|pgd|
            transfer|substitute [attack.eps=[0,0.1,0.3]] [attack.targeted=true attack.target=T]
 
@@ -52,12 +53,17 @@ def main(argv: list[str] | None = None) -> None:
             from ganlab.sample import main as sample_main
 
             sample_main(args)
+        elif command == "latent":
+            from ganlab.latent import main as latent_main
+
+            latent_main(args)
         elif command == "attack":
             from ganlab.attack import main as attack_main
 
             attack_main(args)
         else:
-            raise UserError(f"unknown command {command!r}; choose one of: train, sample, attack")
+            raise UserError(f"unknown command {command!r}; choose one of: train, sample, "
+                            "latent, attack")
     except UserError as e:
         fail(str(e))
 

@@ -46,6 +46,17 @@ class Optimizer(str, Enum):
     rmsprop = "rmsprop"
 
 
+class Architecture(str, Enum):
+    mlp = "mlp"
+    conv = "conv"
+
+
+class Likelihood(str, Enum):
+    auto = "auto"  # bernoulli for 1-channel images (digits), gaussian for colour
+    bernoulli = "bernoulli"  # binary cross-entropy on [0, 1] pixels
+    gaussian = "gaussian"  # N(x; decoder mean, vae.gaussian_std^2), i.e. a scaled MSE
+
+
 class SubstituteArchitecture(str, Enum):
     lenet = "lenet"  # conv stages `channels`, then `hidden`
     mlp = "mlp"  # `hidden` only (cleverhans' substitute: hidden=[200,200])
@@ -78,6 +89,18 @@ class ToyDatasetConfig:
     n_modes: int = 8  # ring: number of modes
     grid_size: int = 5  # grid: modes per side
     spacing: float = 2.0  # grid: distance between neighbouring modes
+
+
+@dataclass
+class CelebaDatasetConfig:
+    name: str = "celeba"
+    image_size: int = 64  # after the centre crop: 64 or 32
+    channels: int = 3
+    crop: int = 148  # centre crop of the 178x218 aligned faces before resizing
+    attributes: bool = True  # false: any folder of face images (data_dir/celeba/img_align_celeba)
+    split: str = "train"  # train | valid | test | all (the official partition)
+    max_images: int | None = None  # the first N of the split, for quick runs
+    cache: bool = True  # keep the resized uint8 images in one file beside the data
 
 
 @dataclass
@@ -145,6 +168,16 @@ class LenetConfig(ClassifierModelConfig):
     channels: list[int] = field(default_factory=lambda: [32, 64])
     hidden: list[int] = field(default_factory=lambda: [1024])
     dropout: float = 0.0
+
+
+@dataclass
+class AutoencoderConfig:
+    name: str = MISSING
+    family: str = MISSING  # ae or vae
+    architecture: Architecture = Architecture.mlp
+    latent_dim: int = 20
+    hidden: list[int] = field(default_factory=lambda: [400])  # mlp: encoder widths
+    features: int = 32  # conv: width of the first encoder stage; doubles per stage
 
 
 # --- defences (adversarial training) -------------------------------------------------------
@@ -287,6 +320,14 @@ class ClassifierConfig:
 
 
 @dataclass
+class VaeConfig:
+    lr: float = 1e-3  # Adam (autoencoders and VAEs)
+    beta: float = 1.0  # weight of the KL term (Higgins et al.'s beta-VAE); the ELBO uses 1
+    likelihood: Likelihood = Likelihood.auto
+    gaussian_std: float = 0.1  # gaussian likelihood: the fixed pixel std
+
+
+@dataclass
 class TrainerConfig:
     seed: int = 0
     max_steps: int = 5000
@@ -317,6 +358,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     gan: GanConfig = field(default_factory=GanConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    vae: VaeConfig = field(default_factory=VaeConfig)
     defense: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -362,6 +404,12 @@ RANGES = {
     "defense.steps": "[1, inf)",
     "defense.alpha": "(0, inf)",
     "defense.weight": "[0, inf)",
+    "vae.lr": "(0, inf)",
+    "vae.beta": "[0, inf)",
+    "vae.gaussian_std": "(0, inf)",
+    "model.features": "[1, inf)",
+    "dataset.crop": "[1, inf)",
+    "dataset.max_images": "[1, inf)",
 }
 
 
@@ -399,11 +447,13 @@ def register_configs() -> None:
     cs.store(group="dataset", name=SCHEMA_PREFIX + "image", node=ImageDatasetConfig)
     cs.store(group="dataset", name=SCHEMA_PREFIX + "toy", node=ToyDatasetConfig)
     cs.store(group="dataset", name=SCHEMA_PREFIX + "synthetic", node=SyntheticDatasetConfig)
+    cs.store(group="dataset", name=SCHEMA_PREFIX + "celeba", node=CelebaDatasetConfig)
     cs.store(group="model", name=SCHEMA_PREFIX + "dcgan", node=DcganConfig)
     cs.store(group="model", name=SCHEMA_PREFIX + "mlp_gan", node=MlpGanConfig)
     cs.store(group="model", name=SCHEMA_PREFIX + "softmax", node=SoftmaxConfig)
     cs.store(group="model", name=SCHEMA_PREFIX + "mlp", node=MlpClassifierConfig)
     cs.store(group="model", name=SCHEMA_PREFIX + "lenet", node=LenetConfig)
+    cs.store(group="model", name=SCHEMA_PREFIX + "autoencoder", node=AutoencoderConfig)
     for name, node in (("none", NoDefenseConfig), ("fgsm", FgsmDefenseConfig),
                        ("pgd", PgdDefenseConfig), ("mixup", MixupDefenseConfig),
                        ("gradreg", GradRegDefenseConfig)):

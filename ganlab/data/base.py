@@ -20,6 +20,8 @@ class DataSpec:
     num_classes: int = 0  # 0 when unlabelled
     modes: tuple[tuple[float, ...], ...] | None = None  # toys: the mode centres
     mode_std: float = 0.0  # toys: the std of each mode
+    # attribute names when y holds a 0/1 matrix (N, len(attributes)) instead of class labels
+    attributes: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -29,6 +31,7 @@ class DataSpec:
             "num_classes": self.num_classes,
             "modes": [list(m) for m in self.modes] if self.modes is not None else None,
             "mode_std": self.mode_std,
+            "attributes": list(self.attributes) if self.attributes is not None else None,
         }
 
     @classmethod
@@ -41,6 +44,7 @@ class DataSpec:
             num_classes=d.get("num_classes", 0),
             modes=modes,
             mode_std=d.get("mode_std", 0.0),
+            attributes=tuple(d["attributes"]) if d.get("attributes") is not None else None,
         )
 
 

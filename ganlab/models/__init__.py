@@ -1,6 +1,11 @@
 """Networks, one module per architecture family, registered by config name."""
 
-from ganlab.models import classifiers, dcgan, mlp  # noqa: F401  (register the architectures)
+from ganlab.models import (  # noqa: F401  (register the architectures)
+    autoencoders,
+    classifiers,
+    dcgan,
+    mlp,
+)
 from ganlab.models.base import MODELS, GanNetworks
 
 __all__ = ["MODELS", "GanNetworks"]

@@ -6,7 +6,6 @@ an attack never needs to know about it.
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import torch
@@ -14,7 +13,7 @@ from torch import nn
 
 from ganlab.data.base import DataSpec
 from ganlab.errors import UserError
-from ganlab.models.base import MODELS
+from ganlab.models.base import MODELS, mlp_layers
 
 
 class Standardize(nn.Module):
@@ -27,18 +26,6 @@ class Standardize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
-
-
-def _mlp_layers(sizes: list[int], dropout: float) -> list[nn.Module]:
-    """Linear + ReLU (+ dropout) between consecutive sizes; the last layer is linear."""
-    layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
-        layers.append(nn.Linear(n_in, n_out))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-            if dropout:
-                layers.append(nn.Dropout(dropout))
-    return layers
 
 
 def _check_spec(name: str, spec: DataSpec) -> None:
@@ -61,7 +48,7 @@ def build_mlp(cfg, spec: DataSpec) -> nn.Module:
     _check_spec(cfg.name, spec)
     sizes = [math.prod(spec.shape), *cfg.hidden, spec.num_classes]
     return nn.Sequential(Standardize(cfg.input_mean, cfg.input_std), nn.Flatten(),
-                         *_mlp_layers(sizes, cfg.dropout))
+                         *mlp_layers(sizes, cfg.dropout))
 
 
 @MODELS.register("lenet")
@@ -76,5 +63,5 @@ def build_lenet(cfg, spec: DataSpec) -> nn.Module:
         layers += [nn.Conv2d(channels, width, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2)]
         channels, size = width, size // 2
     layers.append(nn.Flatten())
-    layers += _mlp_layers([channels * size * size, *cfg.hidden, spec.num_classes], cfg.dropout)
+    layers += mlp_layers([channels * size * size, *cfg.hidden, spec.num_classes], cfg.dropout)
     return nn.Sequential(*layers)

@@ -1,0 +1,215 @@
+"""Autoencoders and VAEs (Kingma & Welling).
+
+Losses are sums over pixels and latent dimensions per image, averaged over the batch, so the
+negative ELBO is in nats per image, as papers and pytorch/examples report it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from ganlab.config import Likelihood, VaeConfig
+from ganlab.data.base import DataSpec
+from ganlab.errors import UserError
+from ganlab.families.base import FAMILIES, Family
+from ganlab.images import UNIT, make_grid, to_float, to_uint8
+from ganlab.models import MODELS
+
+SHOWN = 32  # held-out images in the reconstruction grid
+INTERPOLATION_ROWS, INTERPOLATION_STEPS = 4, 10
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) per example, in closed form, summed over dims."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).flatten(1).sum(dim=1)
+
+
+def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x | logits) per example: binary cross-entropy summed over pixels."""
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(dim=1)
+
+
+def gaussian_nll(mean: torch.Tensor, x: torch.Tensor, std: float) -> torch.Tensor:
+    """-log N(x; mean, std^2 I) per example, constant included, summed over pixels."""
+    per_pixel = 0.5 * ((x - mean) / std).pow(2) + math.log(std) + 0.5 * math.log(2 * math.pi)
+    return per_pixel.flatten(1).sum(dim=1)
+
+
+def resolve_likelihood(choice, spec: DataSpec) -> Likelihood:
+    choice = Likelihood(choice)
+    if choice is Likelihood.auto:
+        return Likelihood.bernoulli if spec.shape[0] == 1 else Likelihood.gaussian
+    return choice
+
+
+@FAMILIES.register("ae")
+class AutoencoderFamily(Family):
+    """A deterministic code; reconstruction by squared error summed over pixels."""
+
+    variational = False
+    sections: ClassVar[dict[str, type]] = {"vae": VaeConfig}
+    needs_heldout = True
+
+    def __init__(self, cfg, spec: DataSpec, device: torch.device) -> None:
+        self.spec = spec
+        self.device = device
+        v = cfg.vae
+        self._check(cfg)
+        nets = MODELS.get(cfg.model.name)(cfg.model, spec, variational=self.variational)
+        self.encoder, self.decoder = nets.encoder.to(device), nets.decoder.to(device)
+        self.latent_dim = nets.latent_dim
+        params = [*self.encoder.parameters(), *self.decoder.parameters()]
+        self.opt = torch.optim.Adam(params, lr=v.lr)
+        self.beta = float(v.beta)
+        self.likelihood = resolve_likelihood(v.likelihood, spec)
+        self.gaussian_std = float(v.gaussian_std)
+        fixed = torch.Generator().manual_seed(cfg.trainer.seed + 1)
+        self.fixed_z = torch.randn(cfg.log.n_samples, self.latent_dim, generator=fixed).to(device)
+        self.eval_seed = cfg.trainer.seed + 2
+        self.eval_samples = int(cfg.eval.n_samples)
+        self.heldout = None
+
+    def _check(self, cfg) -> None:
+        if cfg.model.family != "ae" or self.variational:
+            return
+        default = VaeConfig()
+        if (cfg.vae.beta, Likelihood(cfg.vae.likelihood), cfg.vae.gaussian_std) != (
+                default.beta, default.likelihood, default.gaussian_std):
+            raise UserError(f"vae.beta, vae.likelihood and vae.gaussian_std apply to VAEs; "
+                            f"model={cfg.model.name} is a plain autoencoder (squared error)")
+
+    # --- the maths -----------------------------------------------------------------------
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The code of [0, 1] images: z for an autoencoder, the posterior mean for a VAE."""
+        return self.encoder(x)[:, : self.latent_dim]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Reconstructed images in [0, 1]."""
+        return torch.sigmoid(self.decoder(z))
+
+    def losses(self, x: torch.Tensor, noise: torch.Tensor | None = None
+               ) -> dict[str, torch.Tensor]:
+        """Per-example terms for [0, 1] images x."""
+        recon = self.decode(self.encoder(x))
+        return {"recon": (recon - x).pow(2).flatten(1).sum(dim=1)}
+
+    def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        x = to_float(batch[0], UNIT)
+        terms = self.losses(x)
+        loss = terms["recon"].mean()
+        if "kl" in terms:
+            loss = loss + self.beta * terms["kl"].mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        out = {f"loss/{k}": v.mean().detach() for k, v in terms.items()}
+        out["loss/total"] = loss.detach()
+        return out
+
+    # --- evaluation and pictures ---------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        if self.heldout is None:
+            return {}
+        generator = torch.Generator(self.device).manual_seed(self.eval_seed)
+        n = min(self.eval_samples, len(self.heldout))
+        sums: dict[str, float] = {}
+        for start in range(0, n, 500):
+            x = to_float(self.heldout.x[start : min(start + 500, n)], UNIT)
+            noise = torch.randn(len(x), self.latent_dim, generator=generator,
+                                device=self.device) if self.variational else None
+            for k, v in self.losses(x, noise).items():
+                sums[k] = sums.get(k, 0.0) + float(v.sum())
+        metrics = {f"heldout_{k}": v / n for k, v in sums.items()}
+        if self.variational:  # the ELBO itself, whatever beta training used
+            metrics["heldout_neg_elbo"] = metrics["heldout_recon"] + metrics["heldout_kl"]
+        return metrics
+
+    @torch.no_grad()
+    def visuals(self) -> dict[str, torch.Tensor]:
+        if self.heldout is None:
+            return {}
+        x = to_float(self.heldout.x[:SHOWN], UNIT)
+        recon = self.decode(self.encode(x))
+        # rows of 8 inputs, each followed by the row of their reconstructions
+        rows = [t for i in range(0, len(x), 8) for t in (x[i : i + 8], recon[i : i + 8])]
+        out = {"reconstructions": self._grid(torch.cat(rows), nrow=8)}
+        codes = self.encode(to_float(self.heldout.x[: 2 * INTERPOLATION_ROWS], UNIT))
+        if len(codes) >= 2:
+            a, b = codes[0::2], codes[1::2]
+            t = torch.linspace(0, 1, INTERPOLATION_STEPS, device=self.device)[None, :, None]
+            z = ((1 - t) * a[:, None] + t * b[:, None]).reshape(-1, self.latent_dim)
+            out["interpolation"] = self._grid(self.decode(z), nrow=INTERPOLATION_STEPS)
+        return out
+
+    def _grid(self, images: torch.Tensor, nrow: int) -> torch.Tensor:
+        return make_grid(to_uint8(images, UNIT).cpu(), nrow=nrow)
+
+    # --- state ---------------------------------------------------------------------------
+
+    def train(self) -> None:
+        self.encoder.train()
+        self.decoder.train()
+
+    def eval(self) -> None:
+        self.encoder.eval()
+        self.decoder.eval()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"encoder": self.encoder.state_dict(), "decoder": self.decoder.state_dict(),
+                "opt": self.opt.state_dict(), "fixed_z": self.fixed_z.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.encoder.load_state_dict(state["encoder"])
+        self.decoder.load_state_dict(state["decoder"])
+        self.opt.load_state_dict(state["opt"])
+        self.fixed_z = state["fixed_z"].to(self.device)
+
+
+@FAMILIES.register("vae")
+class VaeFamily(AutoencoderFamily):
+    """Reparameterised Gaussian posterior, KL to N(0, I) in closed form, Bernoulli or
+    Gaussian likelihood; loss = recon + beta * KL (the negative ELBO at beta = 1)."""
+
+    variational = True
+
+    def losses(self, x: torch.Tensor, noise: torch.Tensor | None = None
+               ) -> dict[str, torch.Tensor]:
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        if noise is None:
+            noise = torch.randn_like(mu)
+        z = mu + noise * torch.exp(0.5 * logvar)  # the reparameterisation trick
+        logits = self.decoder(z)
+        if self.likelihood is Likelihood.bernoulli:
+            recon = bernoulli_nll(logits, x)
+        else:
+            recon = gaussian_nll(torch.sigmoid(logits), x, self.gaussian_std)
+        return {"recon": recon, "kl": gaussian_kl(mu, logvar)}
+
+    # --- sampling (the `sample` command and the prior grid) ------------------------------
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        was_training = self.decoder.training
+        self.decoder.eval()
+        out = self.decode(z.to(self.device))
+        self.decoder.train(was_training)
+        return out
+
+    def sample_noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+
+    def to_uint8(self, images: torch.Tensor) -> torch.Tensor:
+        return to_uint8(images, UNIT)
+
+    def visuals(self) -> dict[str, torch.Tensor]:
+        out = super().visuals()
+        samples = self.generate(self.fixed_z)
+        out["samples"] = self._grid(samples, nrow=math.ceil(math.sqrt(len(samples))))
+        return out

@@ -1,0 +1,105 @@
+"""`python -m ganlab latent ckpt=RUN attribute=Smiling alpha=1.5 out=smile.png`
+
+Latent-space arithmetic with a trained VAE (or autoencoder): the attribute vector is the mean
+code of training images with the attribute minus the mean code of those without; each row of
+the grid is one held-out image, first as it is, then decoded from z + alpha * vector for alpha
+from -alpha to +alpha. Attributes are CelebA's 40 by name, or the classes of a labelled dataset
+("1": the digit 1 against the rest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ganlab.checkpoint import load_checkpoint
+from ganlab.data import build_dataset
+from ganlab.errors import UserError
+from ganlab.images import UNIT, make_grid, save_png, to_float, to_uint8
+
+
+@dataclass
+class LatentConfig:
+    ckpt: str = MISSING  # checkpoint file or run dir of a VAE or autoencoder
+    attribute: str = MISSING  # a CelebA attribute name, or a class of a labelled dataset
+    alpha: float = 1.5  # columns go from -alpha to +alpha
+    steps: int = 7  # columns of alphas (odd: the middle one is the plain reconstruction)
+    n: int = 8  # rows: the first n held-out images
+    n_reference: int = 2000  # training images per side for the mean codes
+    out: str = "latent.png"
+    data_dir: str | None = None  # default: the data_dir the model was trained with
+    device: str = "cpu"
+
+
+def parse(args: list[str]) -> LatentConfig:
+    bad = [a for a in args if "=" not in a]
+    if bad:
+        raise UserError(f"latent takes key=value arguments, got {bad[0]!r}")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(LatentConfig), OmegaConf.from_dotlist(args))
+        OmegaConf.to_container(cfg, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        raise UserError(f"latent: {str(e).splitlines()[0]}") from e
+    if cfg.n < 1 or cfg.steps < 2 or cfg.n_reference < 1:
+        raise UserError("latent: n and n_reference must be at least 1, steps at least 2")
+    if Path(cfg.out).suffix != ".png":
+        raise UserError(f"latent: out must end in .png, got {cfg.out!r}")
+    return cfg  # type: ignore[return-value]
+
+
+def attribute_mask(data, name: str) -> torch.Tensor:
+    """Which examples have the attribute: a CelebA column, or a class of the labels."""
+    spec = data.spec
+    if spec.attributes is not None:
+        if name not in spec.attributes:
+            raise UserError(f"unknown attribute {name!r}; choose one of: "
+                            f"{', '.join(spec.attributes)}")
+        return data.y[:, spec.attributes.index(name)] == 1
+    if spec.num_classes and data.y is not None:
+        names = [str(c) for c in range(spec.num_classes)]
+        if name not in names:
+            raise UserError(f"unknown attribute {name!r} for {spec.name}: its attributes are "
+                            f"its classes, {', '.join(names)}")
+        return data.y == int(name)
+    raise UserError(f"dataset {spec.name} has neither attributes nor labels: no attribute "
+                    "vectors to compute")
+
+
+@torch.no_grad()
+def mean_code(family, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    codes = [family.encode(to_float(images[i : i + batch].to(family.device), UNIT))
+             for i in range(0, len(images), batch)]
+    return torch.cat(codes).mean(dim=0)
+
+
+def main(args: list[str]) -> None:
+    cfg = parse(args)
+    family = load_checkpoint(cfg.ckpt, cfg.device)
+    if not hasattr(family, "encode"):
+        raise UserError(f"latent needs an autoencoder or VAE; {cfg.ckpt} holds a "
+                        f"{family.config.model.family} model ({family.config.model.name})")
+    train_cfg = family.config
+    data = build_dataset(train_cfg.dataset, Path(cfg.data_dir or train_cfg.data_dir),
+                         train_cfg.trainer.seed, heldout=True)
+    has = attribute_mask(data, cfg.attribute)
+    if not has.any() or has.all():
+        raise UserError(f"attribute {cfg.attribute!r}: the training data has "
+                        f"{'no' if not has.any() else 'only'} images with it")
+    vector = (mean_code(family, data.x[has][: cfg.n_reference]) -
+              mean_code(family, data.x[~has][: cfg.n_reference]))
+    with torch.no_grad():
+        x = to_float(data.heldout.x[: cfg.n].to(family.device), UNIT)
+        z = family.encode(x)
+        alphas = torch.linspace(-cfg.alpha, cfg.alpha, cfg.steps, device=family.device)
+        shifted = z[:, None, :] + alphas[None, :, None] * vector  # (n, steps, latent)
+        decoded = family.decode(shifted.reshape(-1, z.shape[1])).reshape(len(x), cfg.steps,
+                                                                        *x.shape[1:])
+    rows = torch.cat([x[:, None], decoded], dim=1).reshape(-1, *x.shape[1:])
+    save_png(make_grid(to_uint8(rows, UNIT).cpu(), nrow=cfg.steps + 1), cfg.out)
+    print(f"wrote {cfg.out}: {len(x)} held-out images (first column) with {cfg.attribute!r} "
+          f"added at alpha {', '.join(f'{a:g}' for a in alphas.tolist())}; |vector| = "
+          f"{float(vector.norm()):.3f}")
