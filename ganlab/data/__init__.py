@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ganlab.data import mnist, synthetic, toy  # noqa: F401  (imported to register)
+from ganlab.data import celeba, mnist, synthetic, toy  # noqa: F401  (imported to register)
 from ganlab.data.base import (
     DATASETS,
     TEST_SPLITS,

@@ -64,17 +64,22 @@ def check_family_sections(cfg) -> None:
     an error: the chosen family would silently ignore it."""
     family = cfg.model.family
     own = FAMILIES.get(family).sections
+    owners: dict[str, list[str]] = {}  # section -> the families that read it
     for name in FAMILIES:
-        for section, schema in FAMILIES.get(name).sections.items():
-            if section in own or section not in cfg:
-                continue
-            default = OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True)
-            given = OmegaConf.to_container(cfg[section], resolve=True, enum_to_str=True)
-            changed = sorted(k for k in given if given[k] != default.get(k))
-            if not changed:
-                continue
-            # a group choice (loss=wgan_gp, defense=fgsm) is named as the user typed it
-            what = (f"{section}={given['name']}" if "name" in changed else
-                    ", ".join(f"{section}.{k}" for k in changed))
-            raise UserError(f"{what} applies to the {name} family, not to "
-                            f"model={cfg.model.name} ({family} family)")
+        for section in FAMILIES.get(name).sections:
+            owners.setdefault(section, []).append(name)
+    for section, names in owners.items():
+        if section in own or section not in cfg:
+            continue
+        schema = FAMILIES.get(names[0]).sections[section]
+        default = OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True)
+        given = OmegaConf.to_container(cfg[section], resolve=True, enum_to_str=True)
+        changed = sorted(k for k in given if given[k] != default.get(k))
+        if not changed:
+            continue
+        # a group choice (loss=wgan_gp, defense=fgsm) is named as the user typed it
+        what = (f"{section}={given['name']}" if "name" in changed else
+                ", ".join(f"{section}.{k}" for k in changed))
+        raise UserError(f"{what} applies to the {' and '.join(names)} "
+                        f"famil{'ies' if len(names) > 1 else 'y'}, not to "
+                        f"model={cfg.model.name} ({family} family)")
