@@ -413,6 +413,12 @@ RANGES = {
 }
 
 
+# string keys with a fixed set of values (kept as plain strings in the schema)
+CHOICES = {
+    "dataset.split": ("train", "valid", "test", "all"),
+}
+
+
 def _in_interval(value: float, interval: str) -> bool:
     low, high = (float(part.strip("[]() ")) for part in interval.split(","))
     above = value >= low if interval.startswith("[") else value > low
@@ -430,6 +436,10 @@ def check_ranges(cfg) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and not _in_interval(value, interval):
             raise UserError(f"{key}={value} is outside its range {interval}")
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and value not in allowed:
+            raise UserError(f"{key}={value} is not one of: {', '.join(allowed)}")
     for key in ("model.g_hidden", "model.d_hidden", "model.hidden", "model.channels"):
         for size in OmegaConf.select(cfg, key, default=None) or []:
             if size < 1:

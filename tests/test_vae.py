@@ -168,3 +168,26 @@ def test_latent_and_vae_bad_input(digits_vae, workdir):
         result = run_cli(["train", *TINY, *args, "hydra.run.dir=bad"], workdir)
         assert_bad_input(result, fragment)
     assert not (workdir / "bad" / "checkpoints").exists()
+
+
+def test_conv_vae_on_a_fake_celeba_and_attribute_arithmetic(workdir):
+    from test_celeba import fake_celeba
+
+    fake_celeba(workdir / "data")  # 12 faces in torchvision's layout, 40 attributes
+    args = ["train", "model=conv_vae", "dataset=celeba", "dataset.image_size=32",
+            "model.features=4", "model.latent_dim=8", "trainer.batch_size=4",
+            "trainer.max_steps=4", "log.every=1", "log.sample_every=2", "log.n_samples=4",
+            "log.progress=false", "device=cpu", "hydra.run.dir=run"]
+    result = run_cli(args, workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((workdir / "run" / "metrics.json").read_text())
+    assert "split test" in metrics["heldout_data"]  # the official test partition
+    out = workdir / "smile.png"
+    latent = run_cli(["latent", "ckpt=run", "attribute=Smiling", "n=2", "steps=3",
+                      f"out={out}"], workdir)
+    assert latent.returncode == 0, latent.stderr[-3000:]
+    from PIL import Image
+
+    assert Image.open(out).size == (4 * 34 + 2, 2 * 34 + 2)  # 32-px tiles, 2-px padding
+    unknown = run_cli(["latent", "ckpt=run", "attribute=Smilling", "out=x.png"], workdir)
+    assert_bad_input(unknown, "unknown attribute 'Smilling'", "Smiling", "Young")
