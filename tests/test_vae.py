@@ -163,7 +163,8 @@ def test_latent_and_vae_bad_input(digits_vae, workdir):
         (["model=vae", "loss=wgan"], "loss=wgan applies to the gan family"),
         (["model=vae", "vae.beta=-1"], "vae.beta=-1"),
         (["model=vae", "vae.likelihood=poisson"], "likelihood"),
-        (["model=dcgan", "vae.beta=2"], "vae.beta applies to the ae and vae families, not to model=dcgan"),
+        (["model=dcgan", "vae.beta=2"],
+         "vae.beta applies to the ae and vae families, not to model=dcgan"),
     ]:
         result = run_cli(["train", *TINY, *args, "hydra.run.dir=bad"], workdir)
         assert_bad_input(result, fragment)
