@@ -14,6 +14,8 @@ commands:
            `train -m loss=lsgan,hinge` sweeps)
   sample   draw from a trained model: ckpt=PATH n=N out=FILE.png|FILE.npz [seed=S]
            [interpolate=true steps=K]
+  eval     every metric that applies, on a trained run: run=PATH [ckpt=last|best] [n_samples=N]
+  report   one table for a sweep: python -m ganlab report outputs/multirun/<date>/<time>
   latent   latent arithmetic with a VAE: ckpt=PATH attribute=NAME [alpha=1.5] out=FILE.png
   attack   attack a trained classifier on held-out data: ckpt=PATH attack=fgsm|ifgsm|pgd|
            transfer|substitute [attack.eps=[0,0.1,0.3]] [attack.targeted=true attack.target=T]
@@ -53,6 +55,14 @@ def main(argv: list[str] | None = None) -> None:
             from ganlab.sample import main as sample_main
 
             sample_main(args)
+        elif command == "eval":
+            from ganlab.evaluate import main as eval_main
+
+            eval_main(args)
+        elif command == "report":
+            from ganlab.report import main as report_main
+
+            report_main(args)
         elif command == "latent":
             from ganlab.latent import main as latent_main
 
@@ -63,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
             attack_main(args)
         else:
             raise UserError(f"unknown command {command!r}; choose one of: train, sample, "
-                            "latent, attack")
+                            "eval, report, latent, attack")
     except UserError as e:
         fail(str(e))
 

@@ -17,6 +17,7 @@ from ganlab.errors import UserError
 FORMAT = "ganlab-checkpoint"
 VERSION = 1
 LAST = "last.pt"
+BEST = "best.pt"  # the state at the best evaluation of the primary metric
 
 
 def resolve_path(path: str | os.PathLike) -> Path:
@@ -92,10 +93,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
+                    config_overrides: dict | None = None):
     """The trained family of a checkpoint, networks in eval mode (`.G`/`.D` for GANs).
 
-    For notebooks and scripts: `ganlab.load_checkpoint("outputs/<run>")`.
+    For notebooks and scripts: `ganlab.load_checkpoint("outputs/<run>")`. config_overrides
+    (e.g. {"eval": {"n_samples": 1000}}) change the stored config before the family is built.
     """
     from omegaconf import OmegaConf
 
@@ -104,6 +107,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
     state = load(path, map_location=device)
     cfg = OmegaConf.create(state["config"])
+    if config_overrides:
+        cfg = OmegaConf.merge(cfg, config_overrides)
     family = FAMILIES.get(cfg.model.family)(cfg, DataSpec.from_dict(state["spec"]),
                                             torch.device(device))
     try:

@@ -349,6 +349,11 @@ class EvalConfig:
     every: int = 1000  # run the family's metrics every N steps (0: only at the end)
     n_samples: int = 10_000  # samples drawn for the metrics
     mode_min_share: float = 0.2  # toys: a mode counts when it holds this share of 1/K of samples
+    # digit datasets (mnist, fashion_mnist): class coverage, class KL, confidence and FID in
+    # the feature space of a reference classifier, trained once by ganlab and cached in data_dir
+    classifier_metrics: bool = True
+    classifier: str | None = None  # a classifier checkpoint to use instead of the reference
+    reference_steps: int = 600  # training steps of the reference classifier (batch 128)
 
 
 @dataclass
@@ -381,6 +386,7 @@ RANGES = {
     "eval.every": "[0, inf)",
     "eval.n_samples": "[1, inf)",
     "eval.mode_min_share": "[0, inf)",
+    "eval.reference_steps": "[1, inf)",
     "loss.gp_weight": "[0, inf)",
     "loss.clip_value": "[0, inf)",
     "gan.d_steps": "[1, inf)",

@@ -23,6 +23,7 @@ from ganlab.data.base import Batches, InMemoryDataset
 from ganlab.errors import EXIT_INTERRUPTED, UserError
 from ganlab.families.base import Family
 from ganlab.logging import RunLogger
+from ganlab.metrics import primary_metric
 
 log = logging.getLogger("ganlab")
 
@@ -67,6 +68,8 @@ class Loop:
         self.run_dir = run_dir
         self.overrides = overrides  # the command-line overrides, stored so resume can reuse them
         self.ckpt_path = run_dir / "checkpoints" / checkpoint.LAST
+        self.best_path = run_dir / "checkpoints" / checkpoint.BEST
+        self.best: dict[str, Any] | None = None  # metric, mode, value, step of best.pt
         self.batches = Batches(data, cfg.trainer.batch_size, cfg.trainer.seed)
         self.max_steps = total_steps(cfg, self.batches, family)
         self.step = 0
@@ -82,6 +85,7 @@ class Loop:
             "family": self.family.state_dict(),
             "data": self.batches.state_dict(),
             "rng": checkpoint.rng_state(),
+            "best": self.best,
         }
 
     def save(self) -> None:
@@ -97,6 +101,7 @@ class Loop:
         self.batches.load_state_dict(state["data"])
         checkpoint.set_rng_state(state["rng"])
         self.step = int(state["step"])
+        self.best = state.get("best")
         log.info("resumed from %s at step %d", path, self.step)
 
     # --- the loop ------------------------------------------------------------------------
@@ -118,9 +123,28 @@ class Loop:
             metrics = self.family.evaluate()
         finally:
             self.family.train()
-        if metrics:
-            logger.scalars({f"eval/{k}": v for k, v in metrics.items()}, self.step, self.max_steps)
+        numbers = {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+        if numbers:  # descriptions (which backbone, which split) go to metrics.json only
+            logger.scalars(numbers, self.step, self.max_steps)
+        self._keep_best(metrics)
         return metrics
+
+    def _keep_best(self, metrics: dict[str, Any]) -> None:
+        """checkpoints/best.pt: the state at the best value of the primary metric so far, so
+        a run whose quality peaks and then collapses keeps its peak."""
+        chosen = primary_metric(metrics)
+        if chosen is None or not math.isfinite(metrics[chosen[0]]):
+            return
+        name, mode = chosen
+        value = float(metrics[name])
+        if self.best is not None and self.best["metric"] == name:
+            previous = self.best["value"]
+            if (value >= previous) if mode == "min" else (value <= previous):
+                return
+        self.best = {"metric": name, "mode": mode, "value": value, "step": self.step}
+        checkpoint.save(self.state(), self.best_path)
+        log.info("best %s so far: %.4g at step %d (saved %s)", name, value, self.step,
+                 self.best_path)
 
     def run(self, resume: str | None = None) -> dict[str, float]:
         if resume:
@@ -174,6 +198,9 @@ class Loop:
                       "steps_per_second": (self.step - start_step) / max(elapsed, 1e-9)}
             if self.data.heldout is not None:  # say which unseen data the metrics come from
                 result["heldout_data"] = self.data.heldout.source
+            if self.best is not None:
+                result["best_step"] = self.best["step"]
+                result[f"best_{self.best['metric']}"] = self.best["value"]
             logger.final(result)
             log.info("done: %d steps in %.1f s; final %s", self.step, elapsed,
                      ", ".join(f"{k}={v:.4g}" for k, v in result.items()

@@ -63,7 +63,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, flo
     seed_everything(cfg.trainer.seed)
     family_cls = FAMILIES.get(cfg.model.family)
     data = build_dataset(cfg.dataset, Path(cfg.data_dir), cfg.trainer.seed,
-                         heldout=family_cls.needs_heldout)
+                         heldout=family_cls.wants_heldout(cfg))
     log.info("data: %s", data.source)
     family = family_cls(cfg, data.spec, device)
     if data.heldout is not None:

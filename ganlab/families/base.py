@@ -28,6 +28,11 @@ class Family:
     # the loop hands the dataset's held-out split to families that measure on unseen data
     needs_heldout: ClassVar[bool] = False
 
+    @classmethod
+    def wants_heldout(cls, cfg) -> bool:
+        """Whether training under this config should keep real held-out data for the family."""
+        return cls.needs_heldout
+
     def use_heldout(self, data) -> None:
         """Real examples kept out of training (an InMemoryDataset on the family's device)."""
         self.heldout = data

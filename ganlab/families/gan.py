@@ -66,6 +66,18 @@ class GanFamily(Family):
         self.eval_seed = cfg.trainer.seed + 2
         self.eval_samples = int(cfg.eval.n_samples)
         self.mode_min_share = float(cfg.eval.mode_min_share)
+        self.cfg_eval, self.cfg_dataset, self.data_dir = cfg.eval, cfg.dataset, cfg.data_dir
+        self.heldout = None
+        self._classifier_space = None  # built on first evaluation (may train the reference)
+        self.progress = iter  # the `eval` command wraps chunked work in a progress bar
+
+    @classmethod
+    def wants_heldout(cls, cfg) -> bool:
+        """Real held-out digits for the classifier-space metrics."""
+        from ganlab.metrics.reference import REFERENCE_DATASETS
+
+        return bool(cfg.eval.classifier_metrics) and (
+            cfg.dataset.name in REFERENCE_DATASETS or cfg.eval.classifier is not None)
 
     def _check_options(self, g) -> None:
         label_options = g.label_smoothing or g.label_noise or (g.real_label, g.fake_label) != (1, 0)
@@ -162,14 +174,37 @@ class GanFamily(Family):
         return {"samples": make_grid(self.to_uint8(fake).cpu(), nrow=nrow)}
 
     def evaluate(self) -> dict[str, float]:
-        if self.spec.kind != "points" or not self.spec.modes:
-            return {}  # image quality metrics come with the metrics module
+        if self.spec.kind == "points":
+            return self._toy_metrics() if self.spec.modes else {}
+        if self.heldout is None or not self.cfg_eval.classifier_metrics:
+            return {}
+        return self._classifier_metrics()
+
+    def _toy_metrics(self) -> dict[str, float]:
         from ganlab.metrics.toy import mode_metrics
 
         z = self.sample_noise(self.eval_samples, torch.Generator().manual_seed(self.eval_seed))
         fake = self.generate(z).float().cpu()
         return mode_metrics(fake, torch.tensor(self.spec.modes), self.spec.mode_std,
                             self.mode_min_share)
+
+    def _classifier_metrics(self) -> dict:
+        from pathlib import Path
+
+        from ganlab.metrics.reference import ClassifierSpace, load_reference
+
+        if self._classifier_space is None:
+            data_dir = Path(self.data_dir)
+            reference = load_reference(self.cfg_eval, self.cfg_dataset, data_dir, self.device)
+            self._classifier_space = ClassifierSpace(reference, self.heldout,
+                                                     self.mode_min_share,
+                                                     data_dir / "ganlab_reference")
+        generator = torch.Generator().manual_seed(self.eval_seed)
+        z = self.sample_noise(self.eval_samples, generator)
+        # as uint8, like the real images and the saved samples
+        fakes = torch.cat([self.to_uint8(self.generate(z[i : i + 1000]))
+                           for i in range(0, len(z), 1000)])
+        return self._classifier_space.measure(fakes, self.progress)
 
     # --- state ---------------------------------------------------------------------------
 

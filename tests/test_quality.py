@@ -1,0 +1,127 @@
+"""Sample quality in training: the best checkpoint, classifier-space metrics for generated
+digits, the reference classifier's cache, and the `eval` command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import TINY, assert_bad_input, read_events, run_cli
+from test_loop import CountingFamily, _loop
+
+from ganlab import checkpoint
+from ganlab.metrics import primary_metric
+
+
+class ScriptedFamily(CountingFamily):
+    """Evaluates to a scripted sequence of a metric: quality that peaks, then collapses."""
+
+    def __init__(self, values: list[float], name: str = "classifier_fid") -> None:
+        super().__init__()
+        self.values, self.name, self.calls = list(values), name, 0
+
+    def evaluate(self):
+        value = self.values[self.calls]
+        self.calls += 1
+        return {self.name: value}
+
+
+def test_primary_metric_preference():
+    assert primary_metric({"classifier_fid": 3.0, "modes_covered": 8}) == ("classifier_fid", "min")
+    assert primary_metric({"modes_covered": 8, "mode_kl": 0.1}) == ("modes_covered", "max")
+    assert primary_metric({"loss": 1.0}) is None
+
+
+@pytest.mark.parametrize(("name", "values", "best_step", "best_value"), [
+    ("classifier_fid", [9.0, 4.0, 2.5, 7.0, 30.0], 6, 2.5),  # peaks at the 3rd eval, collapses
+    ("modes_covered", [2, 8, 8, 3, 1], 4, 8),  # a tie keeps the earlier checkpoint
+])
+def test_best_checkpoint_survives_a_collapse(tmp_path, name, values, best_step, best_value):
+    family = ScriptedFamily(values, name)
+    loop = _loop(tmp_path, family, max_steps=10)
+    loop.cfg.eval.every = 2
+    loop.cfg.log.sample_every = 0
+    result = loop.run()
+    assert family.calls == 5
+    best = checkpoint.load(tmp_path / "checkpoints" / "best.pt")
+    assert best["step"] == best_step and float(best["family"]["w"]) == best_step
+    assert best["best"] == {"metric": name, "mode": primary_metric({name: 1})[1],
+                            "value": best_value, "step": best_step}
+    assert result["best_step"] == best_step and result[f"best_{name}"] == best_value
+    assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["step"] == 10
+
+
+def test_best_survives_resume(tmp_path):
+    loop = _loop(tmp_path, ScriptedFamily([5.0, 1.0, 3.0]), max_steps=6)
+    loop.cfg.eval.every, loop.cfg.log.sample_every = 2, 0
+    loop.run()
+    resumed = _loop(tmp_path, ScriptedFamily([2.0, 0.5]), max_steps=10)
+    resumed.cfg.eval.every, resumed.cfg.log.sample_every = 2, 0
+    result = resumed.run(resume=str(tmp_path / "checkpoints" / "last.pt"))
+    # 2.0 at step 8 does not beat 1.0 from before the resume; 0.5 at step 10 does
+    assert result["best_step"] == 10 and result["best_classifier_fid"] == 0.5
+
+
+# a DCGAN on the bundled digits with the classifier-space metrics, and a tiny reference
+DIGITS_GAN = ["dataset=mnist", "dataset.source=bundled", "trainer.max_steps=4",
+              "trainer.batch_size=16", "log.every=1", "log.sample_every=2", "eval.every=2",
+              "log.n_samples=16", "eval.n_samples=300", "eval.reference_steps=30",
+              "log.progress=false", "device=cpu"]
+
+
+@pytest.fixture(scope="module")
+def gan_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quality")
+    result = run_cli(["train", *DIGITS_GAN, "hydra.run.dir=run"], root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "run"
+
+
+def test_dcgan_logs_classifier_space_metrics(gan_run):
+    metrics = json.loads((gan_run / "metrics.json").read_text())
+    for key in ("classifier_fid", "class_coverage", "class_kl", "mean_confidence"):
+        assert isinstance(metrics[key], float), key
+    assert metrics["classifier_fid"] > 0 and 0 <= metrics["class_coverage"] <= 1
+    assert metrics["classifier_fake_images"] == 300
+    assert metrics["classifier_real_images"] == 500  # the 10% kept out of the 5,000
+    assert "ganlab reference LeNet" in metrics["classifier_backbone"]
+    assert "kept out of training" in metrics["classifier_reference_split"]
+    assert metrics["best_step"] in (2, 4)
+    events = read_events(gan_run / "tb")
+    fid = events.Scalars("eval/classifier_fid")
+    assert [e.step for e in fid] == [2, 4]
+    assert "eval/classifier_backbone" not in events.Tags()["scalars"]
+    assert (gan_run / "checkpoints" / "best.pt").is_file()
+    # the reference classifier and the real statistics were cached in data_dir
+    cached = sorted(p.name for p in (gan_run.parent / "data" / "ganlab_reference").iterdir())
+    assert any(name.startswith("mnist_28px_4500train") for name in cached), cached
+    assert any(name.startswith("real_stats_") for name in cached), cached
+
+
+def test_eval_command_reuses_the_cache_and_writes_json(gan_run):
+    result = run_cli(["eval", f"run={gan_run}", "ckpt=best", "n_samples=600"], gan_run.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training the reference classifier" not in result.stderr + result.stdout
+    assert "600 samples: about" in result.stdout
+    report = json.loads((gan_run / "eval_best.json").read_text())
+    assert report["n_samples"] == 600 and report["classifier_fake_images"] == 600
+    assert report["checkpoint"].endswith("best.pt")
+    assert report["classifier_fid"] > 0
+
+
+def test_eval_bad_input(gan_run, workdir):
+    assert_bad_input(run_cli(["eval", f"run={workdir / 'none'}"], workdir), "does not exist")
+    assert_bad_input(run_cli(["eval", f"run={gan_run}", "ckpt=first"], workdir),
+                     "ckpt must be last or best")
+    toy = workdir / "toy"
+    args = [*[a for a in TINY if not a.startswith("dataset")], "dataset=ring",
+            "model=mlp_gan", "eval.every=0", f"hydra.run.dir={toy}"]
+    assert run_cli(["train", *args], workdir).returncode == 0
+    result = run_cli(["eval", f"run={toy}", "n_samples=1000"], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "modes_covered" in json.loads((toy / "eval_last.json").read_text())
+    plain = workdir / "plain"  # random synthetic images: no metric applies
+    assert run_cli(["train", *TINY, f"hydra.run.dir={plain}"], workdir).returncode == 0
+    assert_bad_input(run_cli(["eval", f"run={plain}", "ckpt=best"], workdir),
+                     "kept no best checkpoint")
+    assert_bad_input(run_cli(["eval", f"run={plain}"], workdir), "no metric applies")
