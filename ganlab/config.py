@@ -57,6 +57,12 @@ class Likelihood(str, Enum):
     gaussian = "gaussian"  # N(x; decoder mean, vae.gaussian_std^2), i.e. a scaled MSE
 
 
+class Inception(str, Enum):
+    off = "off"
+    auto = "auto"  # when the weights file is already on disk
+    on = "on"  # download the weights if needed; offline without them: an error
+
+
 class SubstituteArchitecture(str, Enum):
     lenet = "lenet"  # conv stages `channels`, then `hidden`
     mlp = "mlp"  # `hidden` only (cleverhans' substitute: hidden=[200,200])
@@ -354,6 +360,10 @@ class EvalConfig:
     classifier_metrics: bool = True
     classifier: str | None = None  # a classifier checkpoint to use instead of the reference
     reference_steps: int = 600  # training steps of the reference classifier (batch 128)
+    # any image dataset: FID and KID with the standard Inception network (torchmetrics /
+    # torch-fidelity weights). Off in training by default: on a CPU it costs minutes per 10k
+    inception: Inception = Inception.off
+    inception_weights: str | None = None  # weights-inception-2015-12-05-6726825d.pth
 
 
 @dataclass

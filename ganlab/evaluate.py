@@ -29,6 +29,8 @@ class EvalCommandConfig:
     ckpt: str = "last"  # with a run dir: last or best
     n_samples: int | None = None  # default: the run's eval.n_samples
     classifier: str | None = None  # a classifier checkpoint instead of the reference one
+    inception: str = "auto"  # FID/KID with Inception: auto (weights on disk), on, off
+    inception_weights: str | None = None
     data_dir: str | None = None  # default: the data_dir the run was trained with
     device: str = "cpu"
     out: str | None = None  # default: <run>/eval_<ckpt>.json
@@ -46,6 +48,8 @@ def parse(args: list[str]) -> EvalCommandConfig:
         raise UserError(f"eval: {str(e).splitlines()[0]}") from e
     if cfg.ckpt not in ("last", "best"):
         raise UserError(f"eval: ckpt must be last or best, got {cfg.ckpt!r}")
+    if cfg.inception not in ("auto", "on", "off"):
+        raise UserError(f"eval: inception must be auto, on or off, got {cfg.inception!r}")
     if cfg.n_samples is not None and cfg.n_samples < 1:
         raise UserError(f"eval: n_samples must be at least 1, got {cfg.n_samples}")
     return cfg  # type: ignore[return-value]
@@ -69,7 +73,8 @@ def main(args: list[str]) -> None:
     cfg = parse(args)
     path = checkpoint_file(cfg.run, cfg.ckpt)
     device = resolve_device(cfg.device)
-    overrides: dict = {"eval": {}}
+    overrides: dict = {"eval": {"inception": cfg.inception,
+                                "inception_weights": cfg.inception_weights}}
     if cfg.classifier:
         overrides["eval"]["classifier"] = cfg.classifier
     family = checkpoint.load_checkpoint(path, device, overrides)

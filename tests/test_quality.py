@@ -4,8 +4,10 @@ digits, the reference classifier's cache, and the `eval` command."""
 from __future__ import annotations
 
 import json
+from typing import ClassVar
 
 import pytest
+import torch
 from conftest import TINY, assert_bad_input, read_events, run_cli
 from test_loop import CountingFamily, _loop
 
@@ -125,3 +127,76 @@ def test_eval_bad_input(gan_run, workdir):
     assert_bad_input(run_cli(["eval", f"run={plain}", "ckpt=best"], workdir),
                      "kept no best checkpoint")
     assert_bad_input(run_cli(["eval", f"run={plain}"], workdir), "no metric applies")
+
+
+def test_inception_weights_absent_offline_is_a_clear_error(tmp_path, monkeypatch):
+    from ganlab.errors import UserError
+    from ganlab.metrics import inception
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    assert inception.weights_path(None, download=False) is None  # auto: skipped, no error
+
+    def offline(path):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(inception, "_download", offline)
+    with pytest.raises(UserError) as err:
+        inception.weights_path(None, download=True)
+    message = str(err.value)
+    assert inception.WEIGHTS_FILE in message and str(tmp_path / "hub" / "checkpoints") in message
+    assert "eval.inception_weights=PATH" in message
+    with pytest.raises(UserError, match="does not exist"):
+        inception.weights_path(str(tmp_path / "missing.pth"), download=False)
+
+
+def test_inception_options_are_checked_before_training(workdir):
+    result = run_cli(["train", *TINY, "eval.inception=on",
+                      f"eval.inception_weights={workdir / 'missing.pth'}", "hydra.run.dir=run"],
+                     workdir)
+    assert_bad_input(result, "missing.pth does not exist")
+    assert not (workdir / "run" / "checkpoints").exists()
+    result = run_cli(["train", *TINY, "eval.inception_weights=w.pth", "hydra.run.dir=run"],
+                     workdir)
+    assert_bad_input(result, "eval.inception_weights is set but eval.inception=off")
+
+
+class FakeInception(torch.nn.Module):
+    """Stands in for torchmetrics' NoTrainInceptionV3: uint8 RGB in, 2048 numbers out."""
+
+    calls: ClassVar[list[tuple[int, ...]]] = []
+
+    def __init__(self, name, features_list, feature_extractor_weights_path):
+        super().__init__()
+        assert features_list == ["2048"] and feature_extractor_weights_path.endswith(".pth")
+        self.proj = torch.nn.Linear(3, 2048)
+
+    def forward(self, x):
+        assert x.dtype == torch.uint8 and x.shape[1] == 3
+        FakeInception.calls.append(tuple(x.shape))
+        return self.proj(x.float().mean(dim=(2, 3)) / 255)
+
+
+def test_inception_space_plumbing(tmp_path, monkeypatch):
+    import torchmetrics.image.fid
+
+    from ganlab.data.base import DataSpec, InMemoryDataset
+    from ganlab.metrics.inception import InceptionSpace
+
+    monkeypatch.setattr(torchmetrics.image.fid, "NoTrainInceptionV3", FakeInception)
+    torch.manual_seed(0)
+    gray = torch.randint(0, 256, (250, 1, 28, 28), dtype=torch.uint8)
+    real = InMemoryDataset(DataSpec("d", "image", (1, 28, 28)), gray, source="real test split")
+    weights = tmp_path / "w.pth"
+    weights.touch()
+    space = InceptionSpace(weights, real, torch.device("cpu"), tmp_path / "cache")
+    assert [c[0] for c in FakeInception.calls] == [100, 100, 50]  # batches, 3 channels
+    same = space.measure(gray)
+    assert same["fid"] == pytest.approx(0, abs=1e-6)
+    brighter = space.measure((gray.int() // 2 + 128).to(torch.uint8))
+    assert brighter["fid"] > 1e-3 and brighter["kid"] > same["kid"]
+    assert same["inception_real_images"] == 250 and same["inception_fake_images"] == 250
+    assert same["inception_reference_split"] == "real test split"
+    # the real features were cached: a second space reads them without the network's help
+    FakeInception.calls.clear()
+    InceptionSpace(weights, real, torch.device("cpu"), tmp_path / "cache")
+    assert FakeInception.calls == []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -15,6 +17,8 @@ from ganlab.families.base import FAMILIES, Family
 from ganlab.images import make_grid, to_float, to_uint8
 from ganlab.losses import LOSSES, Targets, gradient_penalty
 from ganlab.models import MODELS
+
+log = logging.getLogger("ganlab")
 
 # the scatter plot of a 2-D toy shows this many fixed-noise samples
 TOY_PLOT_POINTS = 2000
@@ -68,16 +72,44 @@ class GanFamily(Family):
         self.mode_min_share = float(cfg.eval.mode_min_share)
         self.cfg_eval, self.cfg_dataset, self.data_dir = cfg.eval, cfg.dataset, cfg.data_dir
         self.heldout = None
-        self._classifier_space = None  # built on first evaluation (may train the reference)
         self.progress = iter  # the `eval` command wraps chunked work in a progress bar
+        # built on first evaluation: the reference classifier may need training first
+        self._classifier_space = self._inception_space = None
+        self.inception_weights = self._inception_weights(cfg.eval)
+
+    @staticmethod
+    def _inception_weights(cfg_eval):
+        """Resolved now, so missing weights with eval.inception=on stop the run before it
+        trains; None when Inception metrics are off or (auto) the weights are absent."""
+        from ganlab.config import Inception
+        from ganlab.metrics.inception import weights_path
+
+        mode = Inception(cfg_eval.inception)
+        if mode is Inception.off:
+            if cfg_eval.inception_weights:
+                raise UserError("eval.inception_weights is set but eval.inception=off; "
+                                "set eval.inception=on or auto")
+            return None
+        path = weights_path(cfg_eval.inception_weights, download=mode is Inception.on)
+        if path is None:
+            log.info("eval.inception=auto: no Inception weights on disk, so no FID/KID "
+                     "(eval.inception=on downloads them)")
+        return path
 
     @classmethod
     def wants_heldout(cls, cfg) -> bool:
-        """Real held-out digits for the classifier-space metrics."""
+        """Real held-out images for the classifier-space and Inception metrics."""
+        from ganlab.config import Inception
+
+        return "image_size" in cfg.dataset and (cls._uses_classifier(cfg.eval, cfg.dataset) or
+                                                Inception(cfg.eval.inception) is not Inception.off)
+
+    @staticmethod
+    def _uses_classifier(cfg_eval, cfg_dataset) -> bool:
         from ganlab.metrics.reference import REFERENCE_DATASETS
 
-        return bool(cfg.eval.classifier_metrics) and (
-            cfg.dataset.name in REFERENCE_DATASETS or cfg.eval.classifier is not None)
+        return bool(cfg_eval.classifier_metrics) and (
+            cfg_dataset.name in REFERENCE_DATASETS or cfg_eval.classifier is not None)
 
     def _check_options(self, g) -> None:
         label_options = g.label_smoothing or g.label_noise or (g.real_label, g.fake_label) != (1, 0)
@@ -176,9 +208,20 @@ class GanFamily(Family):
     def evaluate(self) -> dict[str, float]:
         if self.spec.kind == "points":
             return self._toy_metrics() if self.spec.modes else {}
-        if self.heldout is None or not self.cfg_eval.classifier_metrics:
+        use_classifier = self._uses_classifier(self.cfg_eval, self.cfg_dataset)
+        if self.heldout is None or not (use_classifier or self.inception_weights):
             return {}
-        return self._classifier_metrics()
+        generator = torch.Generator().manual_seed(self.eval_seed)
+        z = self.sample_noise(self.eval_samples, generator)
+        # as uint8, like the real images and the saved samples
+        fakes = torch.cat([self.to_uint8(self.generate(z[i : i + 1000]))
+                           for i in range(0, len(z), 1000)])
+        metrics: dict = {}
+        if use_classifier:
+            metrics.update(self._classifier(self.heldout).measure(fakes, self.progress))
+        if self.inception_weights:
+            metrics.update(self._inception(self.heldout).measure(fakes, self.progress))
+        return metrics
 
     def _toy_metrics(self) -> dict[str, float]:
         from ganlab.metrics.toy import mode_metrics
@@ -188,23 +231,23 @@ class GanFamily(Family):
         return mode_metrics(fake, torch.tensor(self.spec.modes), self.spec.mode_std,
                             self.mode_min_share)
 
-    def _classifier_metrics(self) -> dict:
-        from pathlib import Path
-
-        from ganlab.metrics.reference import ClassifierSpace, load_reference
-
+    def _classifier(self, real):
         if self._classifier_space is None:
+            from ganlab.metrics.reference import ClassifierSpace, load_reference
+
             data_dir = Path(self.data_dir)
             reference = load_reference(self.cfg_eval, self.cfg_dataset, data_dir, self.device)
-            self._classifier_space = ClassifierSpace(reference, self.heldout,
-                                                     self.mode_min_share,
+            self._classifier_space = ClassifierSpace(reference, real, self.mode_min_share,
                                                      data_dir / "ganlab_reference")
-        generator = torch.Generator().manual_seed(self.eval_seed)
-        z = self.sample_noise(self.eval_samples, generator)
-        # as uint8, like the real images and the saved samples
-        fakes = torch.cat([self.to_uint8(self.generate(z[i : i + 1000]))
-                           for i in range(0, len(z), 1000)])
-        return self._classifier_space.measure(fakes, self.progress)
+        return self._classifier_space
+
+    def _inception(self, real):
+        if self._inception_space is None:
+            from ganlab.metrics.inception import InceptionSpace
+
+            self._inception_space = InceptionSpace(self.inception_weights, real, self.device,
+                                                   Path(self.data_dir) / "ganlab_reference")
+        return self._inception_space
 
     # --- state ---------------------------------------------------------------------------
 
