@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from ganlab.errors import EXIT_BAD_INPUT, UserError, fail
@@ -42,6 +43,16 @@ def run_train(args: list[str]) -> None:
         fail(f"{len(failed)} sweep job(s) failed: " + "; ".join(failed))
 
 
+# command -> the module whose main(args) runs it, imported only when used (startup stays fast)
+COMMANDS = {
+    "sample": "ganlab.sample",
+    "eval": "ganlab.evaluate",
+    "report": "ganlab.report",
+    "latent": "ganlab.latent",
+    "attack": "ganlab.attack",
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -51,29 +62,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if command == "train":
             run_train(args)
-        elif command == "sample":
-            from ganlab.sample import main as sample_main
-
-            sample_main(args)
-        elif command == "eval":
-            from ganlab.evaluate import main as eval_main
-
-            eval_main(args)
-        elif command == "report":
-            from ganlab.report import main as report_main
-
-            report_main(args)
-        elif command == "latent":
-            from ganlab.latent import main as latent_main
-
-            latent_main(args)
-        elif command == "attack":
-            from ganlab.attack import main as attack_main
-
-            attack_main(args)
+        elif command in COMMANDS:
+            importlib.import_module(COMMANDS[command]).main(args)
         else:
-            raise UserError(f"unknown command {command!r}; choose one of: train, sample, "
-                            "eval, report, latent, attack")
+            raise UserError(f"unknown command {command!r}; choose one of: train, "
+                            f"{', '.join(COMMANDS)}")
     except UserError as e:
         fail(str(e))
 

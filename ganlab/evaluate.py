@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING
 from tqdm import tqdm
 
 from ganlab import checkpoint
+from ganlab.commandline import parse_options
 from ganlab.errors import UserError
 
 PROBE = 500  # samples timed first, for the estimate
@@ -37,15 +37,7 @@ class EvalCommandConfig:
 
 
 def parse(args: list[str]) -> EvalCommandConfig:
-    bad = [a for a in args if "=" not in a]
-    if bad:
-        raise UserError(f"eval takes key=value arguments, got {bad[0]!r}")
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(EvalCommandConfig),
-                              OmegaConf.from_dotlist(args))
-        OmegaConf.to_container(cfg, throw_on_missing=True)
-    except OmegaConfBaseException as e:
-        raise UserError(f"eval: {str(e).splitlines()[0]}") from e
+    cfg = parse_options(EvalCommandConfig, args, "eval")
     if cfg.ckpt not in ("last", "best"):
         raise UserError(f"eval: ckpt must be last or best, got {cfg.ckpt!r}")
     if cfg.inception not in ("auto", "on", "off"):

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING
 
 from ganlab.checkpoint import load_checkpoint
+from ganlab.commandline import parse_options
 from ganlab.data import build_dataset
 from ganlab.errors import UserError
 from ganlab.images import UNIT, make_grid, save_png, to_float, to_uint8
@@ -36,14 +36,7 @@ class LatentConfig:
 
 
 def parse(args: list[str]) -> LatentConfig:
-    bad = [a for a in args if "=" not in a]
-    if bad:
-        raise UserError(f"latent takes key=value arguments, got {bad[0]!r}")
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(LatentConfig), OmegaConf.from_dotlist(args))
-        OmegaConf.to_container(cfg, throw_on_missing=True)
-    except OmegaConfBaseException as e:
-        raise UserError(f"latent: {str(e).splitlines()[0]}") from e
+    cfg = parse_options(LatentConfig, args, "latent")
     if cfg.n < 1 or cfg.steps < 2 or cfg.n_reference < 1:
         raise UserError("latent: n and n_reference must be at least 1, steps at least 2")
     if Path(cfg.out).suffix != ".png":

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
+from ganlab.commandline import parse_options
 from ganlab.errors import UserError
 from ganlab.metrics import PRIMARY_METRICS, primary_metric
 
@@ -73,15 +73,8 @@ def parse(args: list[str]) -> tuple[Path, ReportConfig]:
         extra = " ".join(repr(args[i]) for i in at[1:])
         raise UserError(f"report takes one dir and key=value options, got extra {extra}")
     options = args[: at[0]] + args[at[0] + 1:]
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(ReportConfig),
-                                 OmegaConf.from_dotlist(options))
-        cfg: ReportConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
-    except OmegaConfBaseException as e:
-        first = str(e).splitlines()[0]
-        key = getattr(e, "full_key", None)  # "Value 'maybe' is not a valid bool" names no key
-        raise UserError(f"report: {key}: {first}" if key and key not in first
-                        else f"report: {first}") from e
+    cfg: ReportConfig = OmegaConf.to_object(  # type: ignore[assignment]
+        parse_options(ReportConfig, options, "report"))
     root = Path(args[at[0]]).expanduser()
     if not root.is_dir():
         kind = "is not a directory" if root.exists() else "does not exist"

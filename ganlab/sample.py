@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING
 
 from ganlab.checkpoint import load_checkpoint
+from ganlab.commandline import parse_options
 from ganlab.errors import UserError
 from ganlab.images import make_grid, save_png
 
@@ -34,14 +34,7 @@ class SampleConfig:
 
 
 def parse(args: list[str]) -> SampleConfig:
-    bad = [a for a in args if "=" not in a]
-    if bad:
-        raise UserError(f"sample takes key=value arguments, got {bad[0]!r}")
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(SampleConfig), OmegaConf.from_dotlist(args))
-        OmegaConf.to_container(cfg, throw_on_missing=True)
-    except OmegaConfBaseException as e:
-        raise UserError(f"sample: {str(e).splitlines()[0]}") from e
+    cfg = parse_options(SampleConfig, args, "sample")
     if cfg.n < 1 or cfg.steps < 2:
         raise UserError("sample: n must be at least 1 and steps at least 2")
     if Path(cfg.out).suffix not in (".png", ".npz"):

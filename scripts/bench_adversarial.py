@@ -21,15 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_T10K = ROOT.parent / "shared" / "data" / "mnist-t10k"
+from benchdata import with_mnist_test_split
+
 CLEVERHANS_SLICE = 333
 
 
@@ -61,11 +60,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="ganlab-bench-"))
     data_dir = work / "data"
-    raw = data_dir / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    if SHARED_T10K.is_dir():
-        for f in SHARED_T10K.glob("t10k-*"):
-            shutil.copy(f, raw / f.name)
+    with_mnist_test_split(data_dir)
     train = ["dataset=mnist", "dataset.source=bundled", f"trainer.epochs={args.epochs}",
              f"trainer.batch_size={args.batch_size}", "eval.every=0", "log.sample_every=0",
              "log.progress=false", f"device={args.device}"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,10 +22,9 @@ import time
 from pathlib import Path
 
 import torch
+from benchdata import with_mnist_test_split
 from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_T10K = ROOT.parent / "shared" / "data" / "mnist-t10k"
 KEYS = ("classifier_fid", "class_coverage", "class_kl", "mean_confidence")
 
 
@@ -50,11 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ganlab-bench-quality-"))
     data_dir = work / "data"
-    raw = data_dir / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    if SHARED_T10K.is_dir():
-        for f in SHARED_T10K.glob("t10k-*"):
-            shutil.copy(f, raw / f.name)
+    with_mnist_test_split(data_dir)
     common = ["dataset=mnist", "dataset.source=bundled", "log.progress=false",
               f"device={args.device}", "log.sample_every=500"]
 

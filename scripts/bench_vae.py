@@ -14,15 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_T10K = ROOT.parent / "shared" / "data" / "mnist-t10k"
+from benchdata import with_mnist_test_split
+
 REFERENCE_TEST_LOSS = 105.6  # pytorch/examples vae, 10 epochs, full MNIST
 
 
@@ -36,12 +35,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="ganlab-bench-vae-"))
     data_dir = Path(args.data_dir) if args.data_dir else work / "data"
-    raw = data_dir / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    if SHARED_T10K.is_dir():
-        for f in SHARED_T10K.glob("t10k-*"):
-            if not (raw / f.name).exists():
-                shutil.copy(f, raw / f.name)
+    with_mnist_test_split(data_dir)
     run = work / "vae"
     command = [sys.executable, "-m", "ganlab", "train", "model=vae", "dataset=mnist",
                f"dataset.source={args.source}", f"trainer.epochs={args.epochs}",

@@ -53,3 +53,31 @@ def assert_bad_input(result: subprocess.CompletedProcess, *fragments: str) -> No
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a busy 2-core machine: intra-op threads only add overhead and stalls.
+    Modules that want it: pytestmark = pytest.mark.usefixtures("one_thread")."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def no_download(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every torchvision MNIST/Fashion-MNIST download fails at once (FashionMNIST inherits
+    MNIST.download); returns the classes that tried."""
+    from torchvision import datasets
+
+    calls: list[str] = []
+
+    def fail(self: datasets.MNIST) -> None:
+        calls.append(type(self).__name__)
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(datasets.MNIST, "download", fail)
+    return calls

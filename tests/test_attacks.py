@@ -25,17 +25,12 @@ from ganlab.config import LenetConfig, MlpClassifierConfig, SoftmaxConfig
 from ganlab.data.base import DataSpec
 from ganlab.models.classifiers import build_lenet, build_mlp, build_softmax
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SPEC = DataSpec("t", "image", (1, 8, 8), 10)
 N_CLASSES = SPEC.num_classes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add overhead, and stall on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def softmax_model(**overrides) -> nn.Module:

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from torch import nn
-from torchvision import datasets
 
 from ganlab.attacks import fgsm, pgd
 from ganlab.attacks.defenses import DEFENSES
@@ -31,31 +30,15 @@ from ganlab.families.classifier import ClassifierFamily
 from ganlab.images import resize_uint8
 from ganlab.models import MODELS
 
+pytestmark = pytest.mark.usefixtures("one_thread", "no_download")
+
 SPEC = DataSpec("synthetic", "image", (1, 28, 28), 10)
 SMALL = DataSpec("t", "image", (1, 8, 8), 10)  # for the defences: fast, exact comparisons
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models on a busy machine: intra-op threads only add overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
-@pytest.fixture(autouse=True)
-def no_download(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every torchvision download fails at once (FashionMNIST inherits MNIST.download)."""
-    calls: list[str] = []
-
-    def fail(self: datasets.MNIST) -> None:
-        calls.append(type(self).__name__)
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(datasets.MNIST, "download", fail)
-    return calls
 
 
 def compose_cfg(*overrides: str):

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
-from torchvision import datasets
 
 from ganlab.config import ImageDatasetConfig, Source, SyntheticDatasetConfig, ToyDatasetConfig
 from ganlab.data import DATASETS, build_dataset, mode_centres
 from ganlab.errors import UserError
+
+pytestmark = pytest.mark.usefixtures("no_download")
 
 MNIST_FILES = [
     "train-images-idx3-ubyte.gz",
@@ -28,17 +29,6 @@ MNIST_FILES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def no_download(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every torchvision download fails at once (FashionMNIST inherits MNIST.download)."""
-    calls: list[str] = []
-
-    def fail(self: datasets.MNIST) -> None:
-        calls.append(type(self).__name__)
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(datasets.MNIST, "download", fail)
-    return calls
 
 
 def write_idx(raw: Path, split: str, images: torch.Tensor, labels: torch.Tensor) -> None:

@@ -16,14 +16,9 @@ from ganlab.metrics.frechet import (
     kernel_inception_distance,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CI box has 2 shared cores; more torch threads would only contend."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+
 
 
 def random_psd(d: int, rng: np.random.Generator, rank: int | None = None) -> np.ndarray:
