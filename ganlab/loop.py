@@ -118,9 +118,13 @@ class Loop:
 
     def _visuals_and_metrics(self, logger: RunLogger) -> dict[str, float]:
         self.family.eval()
+        # whatever a family's measuring draws (building a reference network, say), training
+        # continues with the RNG states it had: the trajectory does not depend on eval cadence
+        cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         try:
-            logger.images(self.family.visuals(), self.step)
-            metrics = self.family.evaluate()
+            with torch.random.fork_rng(devices=cuda):
+                logger.images(self.family.visuals(), self.step)
+                metrics = self.family.evaluate()
         finally:
             self.family.train()
         numbers = {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}

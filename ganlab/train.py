@@ -65,13 +65,14 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, flo
     data = build_dataset(cfg.dataset, Path(cfg.data_dir), cfg.trainer.seed,
                          heldout=family_cls.wants_heldout(cfg))
     log.info("data: %s", data.source)
+    data = data.to(device)  # the held-out split too
     family = family_cls(cfg, data.spec, device)
     if data.heldout is not None:
         log.info("held-out data: %s", data.heldout.source)
-        family.use_heldout(data.heldout.to(device))
+        family.use_heldout(data.heldout)
     log.info("model: %s (%s family) on %s; run dir %s", cfg.model.name, cfg.model.family,
              device, run_dir)
-    loop = Loop(cfg, family, data.to(device), run_dir, overrides)
+    loop = Loop(cfg, family, data, run_dir, overrides)
     return loop.run(resume=cfg.resume)
 
 

@@ -200,3 +200,27 @@ def test_inception_space_plumbing(tmp_path, monkeypatch):
     FakeInception.calls.clear()
     InceptionSpace(weights, real, torch.device("cpu"), tmp_path / "cache")
     assert FakeInception.calls == []
+
+
+def test_measuring_quality_leaves_the_training_trajectory_alone(workdir):
+    """The same GAN run with and without classifier metrics (which train the reference on
+    first use) ends with bit-identical weights: evaluation draws on RNGs of its own."""
+    from test_data import write_idx
+
+    raw = workdir / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    torch.manual_seed(0)  # a test split on disk, so both runs train on the same 5,000 digits
+    write_idx(raw, "t10k", torch.randint(0, 256, (200, 28, 28), dtype=torch.uint8),
+              torch.arange(200) % 10)
+    weights = {}
+    for metrics in ("true", "false"):
+        run = workdir / metrics
+        result = run_cli(["train", *DIGITS_GAN, f"eval.classifier_metrics={metrics}",
+                          f"hydra.run.dir={run}"], workdir)
+        assert result.returncode == 0, result.stderr[-3000:]
+        has_fid = "classifier_fid" in json.loads((run / "metrics.json").read_text())
+        assert has_fid == (metrics == "true")
+        weights[metrics] = torch.load(run / "checkpoints" / "last.pt",
+                                      weights_only=True)["family"]["G"]
+    for name, tensor in weights["true"].items():
+        assert torch.equal(tensor, weights["false"][name]), name

@@ -96,16 +96,17 @@ def train_reference(cfg_dataset, data_dir: Path, device: torch.device,
                         path, type(e).__name__)
     log.info("training the reference classifier of %s once (%d steps; cached in %s)",
              cfg_dataset.name, steps, path)
-    generator_state = torch.get_rng_state()  # leave the caller's training trajectory alone
-    torch.manual_seed(0)
-    data = data.to(device)
-    batches = Batches(data, min(128, len(data)), seed=0)
-    family.train()
-    for _ in range(steps):
-        family.train_step(next(batches))
-    family.use_heldout(data.heldout)
-    accuracy = family.evaluate()["accuracy"]
-    torch.set_rng_state(generator_state)
+    # its own seed, and the caller's RNG states (CPU and CUDA) back afterwards: training the
+    # reference in the middle of a GAN run must not change that run's trajectory
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        data = data.to(device)
+        batches = Batches(data, min(128, len(data)), seed=0)
+        family.train()
+        for _ in range(steps):
+            family.train_step(next(batches))
+        family.use_heldout(data.heldout)
+        accuracy = family.evaluate()["accuracy"]
     description = (f"ganlab reference LeNet ({cfg_dataset.name}, {len(data):,} training images, "
                    f"{steps} steps; held-out accuracy {accuracy:.4f} on {data.heldout.source})")
     save({"model": family.model.state_dict(), "description": description}, path)
