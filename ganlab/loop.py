@@ -52,6 +52,10 @@ class StopRequested:
             signal.signal(s, handler)
 
 
+CADENCES = ("log.every", "log.sample_every", "eval.every", "trainer.ckpt_every")
+WARMUP_STEPS = 50  # steps left out of steady_steps_per_second (at most a fifth of the run)
+
+
 def total_steps(cfg: DictConfig, batches: Batches, family: Family) -> int:
     if cfg.trainer.epochs is None:
         return int(cfg.trainer.max_steps)
@@ -73,6 +77,12 @@ class Loop:
         self.batches = Batches(data, cfg.trainer.batch_size, cfg.trainer.seed)
         self.max_steps = total_steps(cfg, self.batches, family)
         self.step = 0
+        # read once: OmegaConf lookups in the hot loop cost more than the arithmetic
+        self.every = {key: int(OmegaConf.select(cfg, key) or 0) for key in CADENCES}
+        # the non-finite guard without a host sync per step: the first bad step and which
+        # losses were bad stay on the device until the loop looks (log cadence, saves, end)
+        self._first_bad: torch.Tensor | None = None
+        self._bad_keys: torch.Tensor | None = None
 
     # --- state ---------------------------------------------------------------------------
 
@@ -109,12 +119,25 @@ class Loop:
     def _read(self, losses: dict[str, torch.Tensor]) -> dict[str, float]:
         return {k: float(v) for k, v in losses.items()}
 
+    def _track_finite(self, losses: dict[str, torch.Tensor]) -> None:
+        """Device-side bookkeeping of non-finite losses; no host sync."""
+        bad = torch.stack([~torch.isfinite(v).all() for v in losses.values()])
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=bad.device)
+            self._bad_keys = torch.zeros_like(bad)
+        newly = bad.any() & (self._first_bad < 0)
+        self._first_bad = torch.where(newly, self.step, self._first_bad)
+        self._bad_keys = torch.where(newly, bad, self._bad_keys)
+
     def _check_finite(self, losses: dict[str, torch.Tensor]) -> None:
-        if all(torch.isfinite(v).all() for v in losses.values()):
+        """Stop with an error if a loss was non-finite since the last look (one host sync)."""
+        if self._first_bad is None or int(self._first_bad) < 0:
             return
+        names = [k for k, b in zip(losses, self._bad_keys.tolist(), strict=True) if b]
         values = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
         kept = f"; {self.ckpt_path} from an earlier step is kept" if self.ckpt_path.exists() else ""
-        raise UserError(f"non-finite loss at step {self.step} ({values}){kept}")
+        raise UserError(f"non-finite loss at step {int(self._first_bad)} ({', '.join(names)}; "
+                        f"at step {self.step}: {values}){kept}")
 
     def _visuals_and_metrics(self, logger: RunLogger) -> dict[str, float]:
         self.family.eval()
@@ -168,31 +191,39 @@ class Loop:
                    dynamic_ncols=True, unit="step", smoothing=0.05,
                    mininterval=0.1 if sys.stderr.isatty() else 30.0)
         started, start_step = time.perf_counter(), self.step
+        warm_step = start_step + min(WARMUP_STEPS, (self.max_steps - start_step) // 5)
+        warm_time = started
+        n = self.family.batches_per_step
         try:
             with StopRequested() as stop:
                 while self.step < self.max_steps:
-                    n = self.family.batches_per_step
                     batch = next(self.batches) if n == 1 else [next(self.batches) for _ in range(n)]
                     losses = self.family.train_step(batch)
                     self.step += 1
-                    self._check_finite(losses)
+                    self._track_finite(losses)
                     bar.update(1)
+                    if self.step == warm_step:
+                        warm_time = time.perf_counter()
                     at = self._due(self.step)
                     if at("log.every"):
+                        self._check_finite(losses)
                         last_losses = self._read(losses)
                         logger.scalars(last_losses, self.step, self.max_steps)
                         bar.set_postfix({k.replace("loss/", ""): f"{v:.3g}"
                                          for k, v in last_losses.items() if k.startswith("loss/")})
                     if at("log.sample_every") or at("eval.every"):
+                        self._check_finite(losses)
                         metrics = self._visuals_and_metrics(logger) or metrics
                         visualised = self.step
-                    if at("trainer.ckpt_every"):
+                    if at("trainer.ckpt_every") or stop.signal is not None:
+                        self._check_finite(losses)  # never checkpoint a diverged state
                         self.save()
                     if stop.signal is not None:
-                        self.save()
                         log.warning("interrupted at step %d; checkpoint saved to %s",
                                     self.step, self.ckpt_path)
                         raise SystemExit(EXIT_INTERRUPTED)
+            loop_end = time.perf_counter()
+            self._check_finite(losses)
             last_losses = self._read(losses)
             if visualised != self.step:
                 metrics = self._visuals_and_metrics(logger)
@@ -200,6 +231,9 @@ class Loop:
             elapsed = time.perf_counter() - started
             result = {**last_losses, **metrics, "step": self.step,
                       "steps_per_second": (self.step - start_step) / max(elapsed, 1e-9)}
+            if self.step > warm_step:  # the training loop alone, after its first steps
+                result["steady_steps_per_second"] = ((self.step - warm_step) /
+                                                     max(loop_end - warm_time, 1e-9))
             if self.data.heldout is not None:  # say which unseen data the metrics come from
                 result["heldout_data"] = self.data.heldout.source
             if self.best is not None:
@@ -216,7 +250,7 @@ class Loop:
 
     def _due(self, step: int):
         def at(key: str) -> bool:
-            every = OmegaConf.select(self.cfg, key)
-            return bool(every) and every > 0 and step % every == 0
+            every = self.every[key]
+            return every > 0 and step % every == 0
 
         return at

@@ -135,11 +135,9 @@ class GanFamily(Family):
     def _noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, device=self.device)
 
-    def _d_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _d_step(self, x: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
         real = to_float(x, self.value_range) if self.value_range else x
         n = real.shape[0]
-        with torch.no_grad():
-            fake = self.G(self._noise(n))
         d_real, d_fake = self.D(real), self.D(fake)
         loss = self.loss.d_loss(d_real, d_fake, self._d_targets(n))
         out = {"loss/D": loss}
@@ -160,10 +158,9 @@ class GanFamily(Family):
         out["D/real"], out["D/fake"] = d_real.mean(), d_fake.mean()
         return out
 
-    def _g_step(self, n: int) -> dict[str, torch.Tensor]:
+    def _g_step(self, fake: torch.Tensor) -> dict[str, torch.Tensor]:
         self.D.requires_grad_(False)  # no need for D's parameter gradients here
-        loss = self.loss.g_loss(self.D(self.G(self._noise(n))),
-                                Targets(real=self.real_label, fake=self.fake_label))
+        loss = self.loss.g_loss(self.D(fake), Targets(real=self.real_label, fake=self.fake_label))
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.D.requires_grad_(True)
@@ -173,9 +170,17 @@ class GanFamily(Family):
 
     def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
         batches = batch if isinstance(batch, list) else [batch]
-        for x, _ in batches:
-            out = self._d_step(x)
-        out.update(self._g_step(batches[-1][0].shape[0]))
+        for i, (x, _) in enumerate(batches):
+            z = self._noise(x.shape[0])
+            if i < len(batches) - 1:
+                with torch.no_grad():
+                    fake = self.G(z)
+            else:
+                # the last D step's fakes keep their graph: the G step reuses them, as
+                # pytorch/examples' DCGAN does, instead of a second G forward
+                fake = self.G(z)
+            out = self._d_step(x, fake.detach())
+        out.update(self._g_step(fake))
         return {k: v.detach() for k, v in out.items()}
 
     # --- sampling ------------------------------------------------------------------------

@@ -1,0 +1,179 @@
+"""Runner overhead: images per second through `python -m ganlab train` against the same
+networks and optimizers stepped by a bare loop over tensors already in memory (a benchmark,
+not a test).
+
+    python scripts/bench.py [--device cpu] [--batch-size 64] [--steps 200] [--warmup 50]
+                            [--only dcgan-28,vae] [--out bench.json]
+
+For each case the runner's number is `steady_steps_per_second` from the run's metrics.json
+(the training loop after its first steps, with logging, the progress bar, sample grids and
+checkpoints at their default cadence; the final evaluation and save are outside it). The bare
+loop is what a hand-written script would do: the same builders, Adam settings and batch, one
+optimizer step per network, no logging. The ratio runner/bare - 1 is the overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+MNIST = ["dataset=mnist", "dataset.source=bundled"]
+# name -> (train overrides, bare loop kind); GAN metrics off: they measure, they do not train
+CASES = {
+    "dcgan-28": ([*MNIST, "model=dcgan", "eval.classifier_metrics=false"], "gan"),
+    "dcgan-64": (["dataset=synthetic", "dataset.image_size=64", "dataset.channels=3",
+                  "dataset.n_samples=2048", "model=dcgan"], "gan"),
+    "mlp_gan": ([*MNIST, "model=mlp_gan", "eval.classifier_metrics=false"], "gan"),
+    "vae": ([*MNIST, "model=vae"], "vae"),
+    "lenet": ([*MNIST, "model=lenet"], "classifier"),
+    "lenet-pgd7": ([*MNIST, "model=lenet", "defense=pgd", "defense.steps=7",
+                    "defense.step_size=0.1"], "classifier"),
+}
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from ganlab.config import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return hydra_compose("config", overrides=overrides)
+
+
+def runner(overrides: list[str], work: Path, name: str) -> float:
+    run = work / name
+    env = {**os.environ, "GANLAB_DATA": str(work / "data")}
+    result = subprocess.run([sys.executable, "-m", "ganlab", "train", *overrides,
+                             "log.progress=true", f"hydra.run.dir={run}"], env=env,
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        sys.exit(f"{name}: {result.stderr[-2000:]}")
+    return json.loads((run / "metrics.json").read_text())["steady_steps_per_second"]
+
+
+def bare(kind: str, cfg, device: torch.device, steps: int, warmup: int) -> float:
+    """The same steps as a hand-written script: pytorch/examples style."""
+    from ganlab.attacks import pgd
+    from ganlab.data import build_dataset
+    from ganlab.models import MODELS
+
+    data = build_dataset(cfg.dataset, Path(cfg.data_dir), 0)
+    x_all = data.x.to(device)
+    y_all = data.y.to(device) if data.y is not None else None
+    batch = cfg.trainer.batch_size
+    torch.manual_seed(0)
+
+    if kind == "gan":
+        nets = MODELS.get(cfg.model.name)(cfg.model, data.spec, gradient_penalty=False)
+        G, D = nets.G.to(device), nets.D.to(device)
+        low, high = nets.value_range
+        opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        ones = torch.ones(batch, device=device)
+        zeros = torch.zeros(batch, device=device)
+
+        def step(index):
+            real = x_all[index].float() * ((high - low) / 255) + low
+            fake = G(torch.randn(batch, nets.latent_dim, device=device))
+            loss_d = (F.binary_cross_entropy_with_logits(D(real), ones) +
+                      F.binary_cross_entropy_with_logits(D(fake.detach()), zeros))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            loss_g = F.binary_cross_entropy_with_logits(D(fake), ones)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+    elif kind == "vae":
+        nets = MODELS.get(cfg.model.name)(cfg.model, data.spec, variational=True)
+        enc, dec = nets.encoder.to(device), nets.decoder.to(device)
+        opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=1e-3)
+
+        def step(index):
+            x = x_all[index].float() / 255
+            mu, logvar = enc(x).chunk(2, dim=1)
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+            recon = F.binary_cross_entropy_with_logits(dec(z), x, reduction="sum")
+            kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+            loss = (recon + kl) / batch
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    else:
+        model = MODELS.get(cfg.model.name)(cfg.model, data.spec).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        d = cfg.defense
+
+        def step(index):
+            x, y = x_all[index].float() / 255, y_all[index]
+            if d.name == "pgd":
+                x = pgd(model, x, y, d.eps, d.step_size, d.steps, d.random_start)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    generator = torch.Generator().manual_seed(0)
+    for i in range(warmup + steps):
+        if i == warmup:
+            started = time.perf_counter()
+        step(torch.randint(len(x_all), (batch,), generator=generator).to(device))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=200, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=50, help="untimed first steps")
+    parser.add_argument("--only", default=None, help="comma-separated case names")
+    parser.add_argument("--out", default="bench.json")
+    args = parser.parse_args()
+    if args.warmup != 50:
+        parser.error("--warmup must be 50: the runner leaves its first 50 steps out")
+    names = args.only.split(",") if args.only else list(CASES)
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {unknown}; choose from {', '.join(CASES)}")
+    work = Path(tempfile.mkdtemp(prefix="ganlab-bench-"))
+    device = torch.device(args.device)
+    rows = []
+    print(f"{'case':<11} {'batch':>5} {'runner img/s':>13} {'bare img/s':>11} {'overhead':>9}")
+    for name in names:
+        overrides, kind = CASES[name]
+        common = [*overrides, f"trainer.batch_size={args.batch_size}",
+                  f"trainer.max_steps={args.warmup + args.steps}", f"device={args.device}",
+                  "eval.every=0"]
+        cfg = compose(common)
+        OmegaConf.update(cfg, "data_dir", str(work / "data"))
+        bare_rate = bare(kind, cfg, device, args.steps, args.warmup)
+        runner_rate = runner(common, work, name)
+        images = args.batch_size  # real images per step (d_steps is 1 in every case)
+        row = {"case": name, "batch": args.batch_size, "runner_images_per_s":
+               runner_rate * images, "bare_images_per_s": bare_rate * images,
+               "overhead": bare_rate / runner_rate - 1}
+        rows.append(row)
+        print(f"{name:<11} {args.batch_size:>5} {row['runner_images_per_s']:>13.1f} "
+              f"{row['bare_images_per_s']:>11.1f} {row['overhead']:>8.1%}", flush=True)
+    Path(args.out).write_text(json.dumps({"device": str(device), "torch": torch.__version__,
+                                          "threads": torch.get_num_threads(), "steps":
+                                          args.steps, "rows": rows}, indent=2))
+    print(f"wrote {args.out}; runs in {work}")
+
+
+if __name__ == "__main__":
+    main()
