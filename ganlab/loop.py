@@ -83,6 +83,7 @@ class Loop:
         # losses were bad stay on the device until the loop looks (log cadence, saves, end)
         self._first_bad: torch.Tensor | None = None
         self._bad_keys: torch.Tensor | None = None
+        self._tracked_keys: list[str] = []
 
     # --- state ---------------------------------------------------------------------------
 
@@ -120,11 +121,15 @@ class Loop:
         return {k: float(v) for k, v in losses.items()}
 
     def _track_finite(self, losses: dict[str, torch.Tensor]) -> None:
-        """Device-side bookkeeping of non-finite losses; no host sync."""
-        bad = torch.stack([~torch.isfinite(v).all() for v in losses.values()])
-        if self._first_bad is None:
-            self._first_bad = torch.full((), -1, dtype=torch.long, device=bad.device)
-            self._bad_keys = torch.zeros_like(bad)
+        """Device-side bookkeeping of non-finite losses (the "loss/" entries); no host sync."""
+        keys = sorted(k for k in losses if k.startswith("loss/")) or sorted(losses)
+        if self._tracked_keys != keys:  # first step (a family keeps its loss names)
+            self._tracked_keys = keys
+            self._first_bad = torch.full((), -1, dtype=torch.long,
+                                         device=losses[keys[0]].device)
+            self._bad_keys = torch.zeros(len(keys), dtype=torch.bool,
+                                         device=self._first_bad.device)
+        bad = ~torch.isfinite(torch.stack([losses[k].reshape(()) for k in keys]))
         newly = bad.any() & (self._first_bad < 0)
         self._first_bad = torch.where(newly, self.step, self._first_bad)
         self._bad_keys = torch.where(newly, bad, self._bad_keys)
@@ -133,7 +138,8 @@ class Loop:
         """Stop with an error if a loss was non-finite since the last look (one host sync)."""
         if self._first_bad is None or int(self._first_bad) < 0:
             return
-        names = [k for k, b in zip(losses, self._bad_keys.tolist(), strict=True) if b]
+        names = [k for k, b in zip(self._tracked_keys, self._bad_keys.tolist(), strict=True)
+                 if b]
         values = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
         kept = f"; {self.ckpt_path} from an earlier step is kept" if self.ckpt_path.exists() else ""
         raise UserError(f"non-finite loss at step {int(self._first_bad)} ({', '.join(names)}; "
@@ -198,6 +204,10 @@ class Loop:
             with StopRequested() as stop:
                 while self.step < self.max_steps:
                     batch = next(self.batches) if n == 1 else [next(self.batches) for _ in range(n)]
+                    # the family may skip diagnostics (grad norms, ...) nobody will read
+                    coming, every = self.step + 1, self.every["log.every"]
+                    self.family.diagnostics = ((every > 0 and coming % every == 0) or
+                                               coming == self.max_steps)
                     losses = self.family.train_step(batch)
                     self.step += 1
                     self._track_finite(losses)

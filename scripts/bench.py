@@ -2,12 +2,13 @@
 networks and optimizers stepped by a bare loop over tensors already in memory (a benchmark,
 not a test).
 
-    python scripts/bench.py [--device cpu] [--batch-size 64] [--steps 200] [--warmup 50]
+    python scripts/bench.py [--device cpu] [--batch-size 64] [--steps 200]
                             [--only dcgan-28,vae] [--out bench.json]
 
 For each case the runner's number is `steady_steps_per_second` from the run's metrics.json
-(the training loop after its first steps, with logging, the progress bar, sample grids and
-checkpoints at their default cadence; the final evaluation and save are outside it). The bare
+(the training loop after its first min(50, steps / 5) steps, with logging, the progress bar,
+sample grids and checkpoints at their default cadence; the final evaluation and save are
+outside it). The bare
 loop is what a hand-written script would do: the same builders, Adam settings and batch, one
 optimizer step per network, no logging. The ratio runner/bare - 1 is the overhead.
 """
@@ -28,17 +29,19 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 MNIST = ["dataset=mnist", "dataset.source=bundled"]
-# name -> (train overrides, bare loop kind); GAN metrics off: they measure, they do not train
+# name -> (train overrides, bare loop kind, share of --steps timed: slow cases run fewer);
+# GAN quality metrics off: they measure, they do not train
 CASES = {
-    "dcgan-28": ([*MNIST, "model=dcgan", "eval.classifier_metrics=false"], "gan"),
+    "dcgan-28": ([*MNIST, "model=dcgan", "eval.classifier_metrics=false"], "gan", 1.0),
     "dcgan-64": (["dataset=synthetic", "dataset.image_size=64", "dataset.channels=3",
-                  "dataset.n_samples=2048", "model=dcgan"], "gan"),
-    "mlp_gan": ([*MNIST, "model=mlp_gan", "eval.classifier_metrics=false"], "gan"),
-    "vae": ([*MNIST, "model=vae"], "vae"),
-    "lenet": ([*MNIST, "model=lenet"], "classifier"),
+                  "dataset.n_samples=2048", "model=dcgan"], "gan", 0.2),
+    "mlp_gan": ([*MNIST, "model=mlp_gan", "eval.classifier_metrics=false"], "gan", 2.0),
+    "vae": ([*MNIST, "model=vae"], "vae", 2.0),
+    "lenet": ([*MNIST, "model=lenet"], "classifier", 1.0),
     "lenet-pgd7": ([*MNIST, "model=lenet", "defense=pgd", "defense.steps=7",
-                    "defense.step_size=0.1"], "classifier"),
+                    "defense.step_size=0.1"], "classifier", 0.25),
 }
+WARMUP_STEPS = 50  # as ganlab.loop: the first min(50, total // 5) steps are not timed
 
 
 def compose(overrides: list[str]):
@@ -134,44 +137,65 @@ def bare(kind: str, cfg, device: torch.device, steps: int, warmup: int) -> float
     return steps / (time.perf_counter() - started)
 
 
+def bare_in_fresh_process(name: str, overrides: list[str], work: Path, steps: int,
+                          warmup: int) -> float:
+    """The bare loop in a process of its own, like the runner: same start, same allocator."""
+    spec = json.dumps({"case": name, "overrides": overrides, "data_dir": str(work / "data"),
+                       "steps": steps, "warmup": warmup})
+    result = subprocess.run([sys.executable, __file__, "--bare", spec], capture_output=True,
+                            text=True, check=False)
+    if result.returncode != 0:
+        sys.exit(f"{name} (bare): {result.stderr[-2000:]}")
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def bare_main(spec_json: str) -> None:
+    spec = json.loads(spec_json)
+    cfg = compose(spec["overrides"])
+    OmegaConf.update(cfg, "data_dir", spec["data_dir"])
+    device = torch.device(cfg.device)
+    print(bare(CASES[spec["case"]][1], cfg, device, spec["steps"], spec["warmup"]))
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--bare":
+        bare_main(sys.argv[2])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=200, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=50, help="untimed first steps")
+    parser.add_argument("--steps", type=int, default=200,
+                        help="steps per case (slow cases run a share of them)")
     parser.add_argument("--only", default=None, help="comma-separated case names")
     parser.add_argument("--out", default="bench.json")
     args = parser.parse_args()
-    if args.warmup != 50:
-        parser.error("--warmup must be 50: the runner leaves its first 50 steps out")
-    names = args.only.split(",") if args.only else list(CASES)
+    names = list(dict.fromkeys(args.only.split(","))) if args.only else list(CASES)
     unknown = [n for n in names if n not in CASES]
     if unknown:
         parser.error(f"unknown case(s) {unknown}; choose from {', '.join(CASES)}")
     work = Path(tempfile.mkdtemp(prefix="ganlab-bench-"))
     device = torch.device(args.device)
     rows = []
-    print(f"{'case':<11} {'batch':>5} {'runner img/s':>13} {'bare img/s':>11} {'overhead':>9}")
+    print(f"{'case':<11} {'batch':>5} {'steps':>5} {'runner img/s':>13} {'bare img/s':>11} "
+          f"{'overhead':>9}")
     for name in names:
-        overrides, kind = CASES[name]
+        overrides, _, share = CASES[name]
+        total = max(25, round(args.steps * share))
+        warmup = min(WARMUP_STEPS, total // 5)
         common = [*overrides, f"trainer.batch_size={args.batch_size}",
-                  f"trainer.max_steps={args.warmup + args.steps}", f"device={args.device}",
-                  "eval.every=0"]
-        cfg = compose(common)
-        OmegaConf.update(cfg, "data_dir", str(work / "data"))
-        bare_rate = bare(kind, cfg, device, args.steps, args.warmup)
+                  f"trainer.max_steps={total}", f"device={args.device}", "eval.every=0"]
+        bare_rate = bare_in_fresh_process(name, common, work, total - warmup, warmup)
         runner_rate = runner(common, work, name)
         images = args.batch_size  # real images per step (d_steps is 1 in every case)
-        row = {"case": name, "batch": args.batch_size, "runner_images_per_s":
+        row = {"case": name, "batch": args.batch_size, "steps": total, "runner_images_per_s":
                runner_rate * images, "bare_images_per_s": bare_rate * images,
                "overhead": bare_rate / runner_rate - 1}
         rows.append(row)
-        print(f"{name:<11} {args.batch_size:>5} {row['runner_images_per_s']:>13.1f} "
+        print(f"{name:<11} {args.batch_size:>5} {total:>5} {row['runner_images_per_s']:>13.1f} "
               f"{row['bare_images_per_s']:>11.1f} {row['overhead']:>8.1%}", flush=True)
     Path(args.out).write_text(json.dumps({"device": str(device), "torch": torch.__version__,
-                                          "threads": torch.get_num_threads(), "steps":
-                                          args.steps, "rows": rows}, indent=2))
+                                          "threads": torch.get_num_threads(), "rows": rows},
+                                         indent=2))
     print(f"wrote {args.out}; runs in {work}")
 
 

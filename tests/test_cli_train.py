@@ -18,6 +18,7 @@ def _check_run_dir(run, steps: int) -> None:
         assert (run / path).is_file(), path
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["step"] == steps
+    assert metrics["steady_steps_per_second"] > 0  # the loop's own rate, for scripts/bench.py
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == steps
     assert "step 1/" in (run / "train.log").read_text()

@@ -27,6 +27,9 @@ class Family:
     sections: ClassVar[dict[str, type]] = {}
     # the loop hands the dataset's held-out split to families that measure on unseen data
     needs_heldout: ClassVar[bool] = False
+    # set by the loop before each train_step: whether it will read this step's numbers; a
+    # family may skip diagnostics (grad norms, mean D outputs) when False, but never losses
+    diagnostics: bool = True
 
     @classmethod
     def wants_heldout(cls, cfg) -> bool:

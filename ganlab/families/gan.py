@@ -147,15 +147,17 @@ class GanFamily(Family):
             out["loss/gp"] = gp
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
-        out["grad_norm/D"] = total_grad_norm(self.D)
+        if self.diagnostics:
+            out["grad_norm/D"] = total_grad_norm(self.D)
         self.opt_d.step()
         if self.clip_value:
             with torch.no_grad():
                 for p in self.D.parameters():
                     p.clamp_(-self.clip_value, self.clip_value)
-        if self.loss.outputs_logits:  # report D's probabilities, as the papers plot them
-            d_real, d_fake = torch.sigmoid(d_real), torch.sigmoid(d_fake)
-        out["D/real"], out["D/fake"] = d_real.mean(), d_fake.mean()
+        if self.diagnostics:
+            if self.loss.outputs_logits:  # report D's probabilities, as the papers plot them
+                d_real, d_fake = torch.sigmoid(d_real), torch.sigmoid(d_fake)
+            out["D/real"], out["D/fake"] = d_real.mean(), d_fake.mean()
         return out
 
     def _g_step(self, fake: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -164,9 +166,11 @@ class GanFamily(Family):
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.D.requires_grad_(True)
-        grad_norm = total_grad_norm(self.G)
+        out = {"loss/G": loss}
+        if self.diagnostics:
+            out["grad_norm/G"] = total_grad_norm(self.G)
         self.opt_g.step()
-        return {"loss/G": loss, "grad_norm/G": grad_norm}
+        return out
 
     def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
         batches = batch if isinstance(batch, list) else [batch]
