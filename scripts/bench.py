@@ -2,8 +2,8 @@
 networks and optimizers stepped by a bare loop over tensors already in memory (a benchmark,
 not a test).
 
-    python scripts/bench.py [--device cpu] [--batch-size 64] [--steps 200]
-                            [--only dcgan-28,vae] [--out bench.json]
+    python scripts/bench.py [--device cpu] [--batch-size 64] [--scale 1.0]
+                            [--repeat 3] [--only dcgan-28,vae] [--out bench.json]
 
 For each case the runner's number is `steady_steps_per_second` from the run's metrics.json
 (the training loop after its first min(50, steps / 5) steps, with logging, the progress bar,
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,17 +30,18 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 MNIST = ["dataset=mnist", "dataset.source=bundled"]
-# name -> (train overrides, bare loop kind, share of --steps timed: slow cases run fewer);
-# GAN quality metrics off: they measure, they do not train
+# name -> (train overrides, bare loop kind, steps: about 10-25 s per measurement on 2 CPU
+# cores, so that sample grids and checkpoints at their default cadence fall inside the fast
+# cases); GAN quality metrics off: they measure, they do not train
 CASES = {
-    "dcgan-28": ([*MNIST, "model=dcgan", "eval.classifier_metrics=false"], "gan", 1.0),
+    "dcgan-28": ([*MNIST, "model=dcgan", "eval.classifier_metrics=false"], "gan", 300),
     "dcgan-64": (["dataset=synthetic", "dataset.image_size=64", "dataset.channels=3",
-                  "dataset.n_samples=2048", "model=dcgan"], "gan", 0.2),
-    "mlp_gan": ([*MNIST, "model=mlp_gan", "eval.classifier_metrics=false"], "gan", 2.0),
-    "vae": ([*MNIST, "model=vae"], "vae", 2.0),
-    "lenet": ([*MNIST, "model=lenet"], "classifier", 1.0),
+                  "dataset.n_samples=2048", "model=dcgan"], "gan", 30),
+    "mlp_gan": ([*MNIST, "model=mlp_gan", "eval.classifier_metrics=false"], "gan", 3000),
+    "vae": ([*MNIST, "model=vae"], "vae", 4000),
+    "lenet": ([*MNIST, "model=lenet"], "classifier", 300),
     "lenet-pgd7": ([*MNIST, "model=lenet", "defense=pgd", "defense.steps=7",
-                    "defense.step_size=0.1"], "classifier", 0.25),
+                    "defense.step_size=0.1"], "classifier", 60),
 }
 WARMUP_STEPS = 50  # as ganlab.loop: the first min(50, total // 5) steps are not timed
 
@@ -164,8 +166,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=200,
-                        help="steps per case (slow cases run a share of them)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiplies every case's number of steps (GPU: try 10)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="interleaved measurements of each; the medians are compared")
     parser.add_argument("--only", default=None, help="comma-separated case names")
     parser.add_argument("--out", default="bench.json")
     args = parser.parse_args()
@@ -179,17 +183,22 @@ def main() -> None:
     print(f"{'case':<11} {'batch':>5} {'steps':>5} {'runner img/s':>13} {'bare img/s':>11} "
           f"{'overhead':>9}")
     for name in names:
-        overrides, _, share = CASES[name]
-        total = max(25, round(args.steps * share))
+        overrides, _, steps = CASES[name]
+        total = max(25, round(steps * args.scale))
         warmup = min(WARMUP_STEPS, total // 5)
         common = [*overrides, f"trainer.batch_size={args.batch_size}",
                   f"trainer.max_steps={total}", f"device={args.device}", "eval.every=0"]
-        bare_rate = bare_in_fresh_process(name, common, work, total - warmup, warmup)
-        runner_rate = runner(common, work, name)
+        # interleaved repeats, medians: a shared VM's speed drifts by tens of percent
+        bare_rates, runner_rates = [], []
+        for i in range(args.repeat):
+            bare_rates.append(bare_in_fresh_process(name, common, work, total - warmup, warmup))
+            runner_rates.append(runner(common, work, f"{name}-{i}"))
+        bare_rate, runner_rate = statistics.median(bare_rates), statistics.median(runner_rates)
         images = args.batch_size  # real images per step (d_steps is 1 in every case)
         row = {"case": name, "batch": args.batch_size, "steps": total, "runner_images_per_s":
                runner_rate * images, "bare_images_per_s": bare_rate * images,
-               "overhead": bare_rate / runner_rate - 1}
+               "overhead": bare_rate / runner_rate - 1,
+               "runner_steps_per_s_each": runner_rates, "bare_steps_per_s_each": bare_rates}
         rows.append(row)
         print(f"{name:<11} {args.batch_size:>5} {total:>5} {row['runner_images_per_s']:>13.1f} "
               f"{row['bare_images_per_s']:>11.1f} {row['overhead']:>8.1%}", flush=True)
