@@ -77,8 +77,7 @@ class Loop:
         self.batches = Batches(data, cfg.trainer.batch_size, cfg.trainer.seed)
         self.max_steps = total_steps(cfg, self.batches, family)
         self.step = 0
-        # read once: OmegaConf lookups in the hot loop cost more than the arithmetic
-        self.every = {key: int(OmegaConf.select(cfg, key) or 0) for key in CADENCES}
+        self.every: dict[str, int] = {}  # the cadences, read from the config when run() starts
         # the non-finite guard without a host sync per step: the first bad step and which
         # losses were bad stay on the device until the loop looks (log cadence, saves, end)
         self._first_bad: torch.Tensor | None = None
@@ -186,6 +185,8 @@ class Loop:
             raise UserError(f"nothing to do: the run is at step {self.step} and "
                             f"trainer.max_steps is {self.max_steps}")
         cfg = self.cfg
+        # read once: OmegaConf lookups in the hot loop cost more than the arithmetic
+        self.every = {key: int(OmegaConf.select(cfg, key) or 0) for key in CADENCES}
         logger = RunLogger(self.run_dir, cfg, purge_step=self.step if resume else None)
         logger.config_text()
         self.family.train()
