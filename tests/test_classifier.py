@@ -670,3 +670,22 @@ def test_read_idx_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(UserError) as err:
         read_idx(path)
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("method", ["ifgsm", "pgd"])
+def test_iterative_eval_attack_reaches_the_whole_eps_ball(method):
+    """classifier.eval_attack=ifgsm|pgd at eval_eps must be an eps-sized attack: with 20
+    steps of I-FGSM's own 1/255 it could move at most 0.078 and report a weak attack as 0.3."""
+    from hydra import compose, initialize_config_dir
+
+    from ganlab.config import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["model=softmax", "dataset=synthetic",
+                                           f"classifier.eval_attack={method}",
+                                           "classifier.eval_eps=0.3", "classifier.eval_steps=20"])
+    family = ClassifierFamily(cfg, SPEC, CPU)
+    torch.manual_seed(0)
+    x = 0.35 + 0.3 * torch.rand(16, 1, 28, 28)  # inside [0.3, 0.7]: clipping never binds
+    adv = family._adversary()(family.model, x, torch.randint(0, 10, (16,)))
+    assert (adv - x).abs().amax() >= 0.3 - 1e-6

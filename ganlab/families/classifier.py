@@ -56,8 +56,11 @@ class ClassifierFamily(Family):
     def _adversary(self):
         # its own generator: PGD's random starts leave the global RNG (and training) untouched
         generator = torch.Generator(self.device).manual_seed(self.eval_seed)
-        return attack_by_name(self.eval_method, self.eval_eps, steps=self.eval_steps,
-                              generator=generator)
+        # iterative attacks step 2.5 * eps / steps (Madry et al.), so they can reach the whole
+        # eps-ball whatever eval_steps is (I-FGSM's own 1/255 step would not, at 20 steps)
+        return attack_by_name(self.eval_method, self.eval_eps,
+                              step_size=2.5 * self.eval_eps / self.eval_steps,
+                              steps=self.eval_steps, generator=generator)
 
     def evaluate(self) -> dict[str, float]:
         if self.heldout is None:
