@@ -18,6 +18,8 @@ commands:
   eval     every metric that applies, on a trained run: run=PATH [ckpt=last|best] [n_samples=N]
   report   one table for a sweep: python -m ganlab report outputs/multirun/<date>/<time>
   latent   latent arithmetic with a VAE: ckpt=PATH attribute=NAME [alpha=1.5] out=FILE.png
+  translate  apply a trained CycleGAN to images: ckpt=PATH input=DIR|FILE out=DIR
+           [direction=AtoB|BtoA] [sheet=FILE.png] [size=N]
   attack   attack a trained classifier on held-out data: ckpt=PATH attack=fgsm|ifgsm|pgd|
            transfer|substitute [attack.eps=[0,0.1,0.3]] [attack.targeted=true attack.target=T]
 
@@ -50,6 +52,7 @@ COMMANDS = {
     "report": "ganlab.report",
     "latent": "ganlab.latent",
     "attack": "ganlab.attack",
+    "translate": "ganlab.translate",
 }
 
 

@@ -68,6 +68,24 @@ class SubstituteArchitecture(str, Enum):
     mlp = "mlp"  # `hidden` only (cleverhans' substitute: hidden=[200,200])
 
 
+class CycleganGenerator(str, Enum):
+    auto = "auto"  # resnet_9 from 256 px up, resnet_6 below (the reference's choice for 128)
+    resnet_9 = "resnet_9"
+    resnet_6 = "resnet_6"
+    unet = "unet"
+
+
+class CycleganNorm(str, Enum):
+    instance = "instance"
+    batch = "batch"
+    none = "none"
+
+
+class CycleganLoss(str, Enum):
+    lsgan = "lsgan"  # least squares (the reference's default)
+    vanilla = "vanilla"  # binary cross-entropy on logits
+
+
 class AttackMethod(str, Enum):
     fgsm = "fgsm"
     ifgsm = "ifgsm"
@@ -107,6 +125,30 @@ class CelebaDatasetConfig:
     split: str = "train"  # train | valid | test | all (the official partition)
     max_images: int | None = None  # the first N of the split, for quick runs
     cache: bool = True  # keep the resized uint8 images in one file beside the data
+
+
+@dataclass
+class UnpairedDatasetConfig:
+    name: str = MISSING  # the folder under data_dir: trainA/ trainB/ (testA/ testB/ optional)
+    loader: str = "unpaired"  # the dataset builder (the name is the folder)
+    image_size: int = 256  # the random crop the networks see
+    channels: int = 3
+    load_size: int | None = None  # resized to this before cropping; null: 1.12 x image_size
+    flip: bool = True  # random horizontal flips
+    max_images: int | None = None  # the first N files of each folder, for quick runs
+    cache: bool = True  # keep the decoded uint8 images in one file beside the data
+    download: bool = True  # fetch known archives (horse2zebra) when the folders are missing
+
+
+@dataclass
+class Red2BlueDatasetConfig:
+    name: str = "red2blue"
+    image_size: int = 32
+    channels: int = 3
+    n_samples: int = 1000  # training images per domain
+    n_test: int = 100  # test images per domain
+    load_size: int | None = None  # drawn at this size, then cropped; null: 1.12 x image_size
+    flip: bool = True
 
 
 @dataclass
@@ -174,6 +216,12 @@ class LenetConfig(ClassifierModelConfig):
     channels: list[int] = field(default_factory=lambda: [32, 64])
     hidden: list[int] = field(default_factory=lambda: [1024])
     dropout: float = 0.0
+
+
+@dataclass
+class CycleganModelConfig:
+    name: str = "cyclegan"
+    family: str = "cyclegan"  # the networks and their training are set in the cyclegan section
 
 
 @dataclass
@@ -334,6 +382,26 @@ class VaeConfig:
 
 
 @dataclass
+class CycleganConfig:
+    # Zhu et al. and their reference implementation's defaults
+    generator: CycleganGenerator = CycleganGenerator.auto
+    g_features: int = 64  # width of the generators' first layer
+    d_features: int = 64  # width of the PatchGAN's first layer
+    d_layers: int = 3  # stride-2 layers of the PatchGAN: 3 gives the 70x70 receptive field
+    norm: CycleganNorm = CycleganNorm.instance
+    dropout: bool = False  # dropout 0.5 in the generators' residual / middle blocks
+    init_gain: float = 0.02  # weights drawn from N(0, init_gain)
+    gan_loss: CycleganLoss = CycleganLoss.lsgan
+    lambda_a: float = 10.0  # weight of the A -> B -> A cycle loss
+    lambda_b: float = 10.0  # weight of the B -> A -> B cycle loss
+    lambda_identity: float = 0.5  # identity loss weight, relative to lambda_a / lambda_b
+    pool_size: int = 50  # past fakes per discriminator; 0: none
+    lr: float = 2e-4  # Adam, generators and discriminators
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    decay_start: float = 0.5  # fraction of the run after which the lr decays linearly to 0
+
+
+@dataclass
 class TrainerConfig:
     seed: int = 0
     max_steps: int = 5000
@@ -374,6 +442,7 @@ class Config:
     gan: GanConfig = field(default_factory=GanConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     vae: VaeConfig = field(default_factory=VaeConfig)
+    cyclegan: CycleganConfig = field(default_factory=CycleganConfig)
     defense: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -425,6 +494,18 @@ RANGES = {
     "vae.gaussian_std": "(0, inf)",
     "model.features": "[1, inf)",
     "dataset.crop": "[1, inf)",
+    "dataset.load_size": "[1, inf)",
+    "dataset.n_test": "[1, inf)",
+    "cyclegan.g_features": "[1, inf)",
+    "cyclegan.d_features": "[1, inf)",
+    "cyclegan.d_layers": "[1, inf)",
+    "cyclegan.init_gain": "(0, inf)",
+    "cyclegan.lambda_a": "[0, inf)",
+    "cyclegan.lambda_b": "[0, inf)",
+    "cyclegan.lambda_identity": "[0, inf)",
+    "cyclegan.pool_size": "[0, inf)",
+    "cyclegan.lr": "(0, inf)",
+    "cyclegan.decay_start": "[0, 1]",
     "dataset.max_images": "[1, inf)",
 }
 
@@ -474,12 +555,15 @@ def register_configs() -> None:
     cs.store(group="dataset", name=SCHEMA_PREFIX + "toy", node=ToyDatasetConfig)
     cs.store(group="dataset", name=SCHEMA_PREFIX + "synthetic", node=SyntheticDatasetConfig)
     cs.store(group="dataset", name=SCHEMA_PREFIX + "celeba", node=CelebaDatasetConfig)
+    cs.store(group="dataset", name=SCHEMA_PREFIX + "unpaired", node=UnpairedDatasetConfig)
+    cs.store(group="dataset", name=SCHEMA_PREFIX + "red2blue", node=Red2BlueDatasetConfig)
     cs.store(group="model", name=SCHEMA_PREFIX + "dcgan", node=DcganConfig)
     cs.store(group="model", name=SCHEMA_PREFIX + "mlp_gan", node=MlpGanConfig)
     cs.store(group="model", name=SCHEMA_PREFIX + "softmax", node=SoftmaxConfig)
     cs.store(group="model", name=SCHEMA_PREFIX + "mlp", node=MlpClassifierConfig)
     cs.store(group="model", name=SCHEMA_PREFIX + "lenet", node=LenetConfig)
     cs.store(group="model", name=SCHEMA_PREFIX + "autoencoder", node=AutoencoderConfig)
+    cs.store(group="model", name=SCHEMA_PREFIX + "cyclegan", node=CycleganModelConfig)
     for name, node in (("none", NoDefenseConfig), ("fgsm", FgsmDefenseConfig),
                        ("pgd", PgdDefenseConfig), ("mixup", MixupDefenseConfig),
                        ("gradreg", GradRegDefenseConfig)):

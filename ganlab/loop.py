@@ -74,8 +74,9 @@ class Loop:
         self.ckpt_path = run_dir / "checkpoints" / checkpoint.LAST
         self.best_path = run_dir / "checkpoints" / checkpoint.BEST
         self.best: dict[str, Any] | None = None  # metric, mode, value, step of best.pt
-        self.batches = Batches(data, cfg.trainer.batch_size, cfg.trainer.seed)
+        self.batches = data.batches(cfg.trainer.batch_size, cfg.trainer.seed)
         self.max_steps = total_steps(cfg, self.batches, family)
+        family.run_length = self.max_steps
         self.step = 0
         self.every: dict[str, int] = {}  # the cadences, read from the config when run() starts
         # the non-finite guard without a host sync per step: the first bad step and which

@@ -14,6 +14,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ganlab import checkpoint
@@ -100,20 +101,34 @@ def check_overrides(overrides: list[str]) -> None:
         check_ranges(cfg)
 
 
+# what a required key (??? in a config file) is, for the message when it is not given
+REQUIRED_HINTS = {"dataset.name": "the folder under data_dir that holds trainA/ and trainB/"}
+
+
+def _check_required(cfg) -> None:
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        key = missing[0]
+        hint = f" ({REQUIRED_HINTS[key]})" if key in REQUIRED_HINTS else ""
+        raise UserError(f"{key} must be given{hint}, e.g. {key}=...")
+
+
 def _check_names(cfg) -> None:
     """Names inside groups (model.name, loss.name, ...) must have a builder."""
+    _check_required(cfg)
     from ganlab.attacks.defenses import DEFENSES
-    from ganlab.data import DATASETS
-    from ganlab.families import FAMILIES, check_family_sections
+    from ganlab.data import DATASETS, dataset_builder
+    from ganlab.families import FAMILIES, check_family_data, check_family_sections
     from ganlab.losses import LOSSES
     from ganlab.models import MODELS
 
-    DATASETS.get(cfg.dataset.name)
+    DATASETS.get(dataset_builder(cfg.dataset))
     MODELS.get(cfg.model.name)
     FAMILIES.get(cfg.model.family)
     LOSSES.get(cfg.loss.name)
     DEFENSES.get(cfg.defense.name)
     check_family_sections(cfg)
+    check_family_data(cfg)
 
 
 def with_resume(overrides: list[str]) -> list[str]:

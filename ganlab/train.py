@@ -15,7 +15,7 @@ from ganlab.checkpoint import seed_everything
 from ganlab.config import CONF_DIR, check_ranges  # importing config registers the schema
 from ganlab.data import build_dataset
 from ganlab.errors import UserError, fail
-from ganlab.families import FAMILIES, check_family_sections
+from ganlab.families import FAMILIES, check_family_data, check_family_sections
 from ganlab.loop import Loop
 
 log = logging.getLogger("ganlab")
@@ -59,6 +59,7 @@ def resolve_device(name: str) -> torch.device:
 def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, float]:
     check_ranges(cfg)  # preflight checked already; this serves callers that skip it
     check_family_sections(cfg)
+    check_family_data(cfg)
     device = resolve_device(cfg.device)
     seed_everything(cfg.trainer.seed)
     family_cls = FAMILIES.get(cfg.model.family)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ganlab.data import celeba, mnist, synthetic, toy  # noqa: F401  (imported to register)
+from ganlab.data import celeba, mnist, shapes, synthetic, toy, unpaired  # noqa: F401  (register)
 from ganlab.data.base import (
     DATASETS,
     TEST_SPLITS,
@@ -14,8 +14,20 @@ from ganlab.data.base import (
     split_off_heldout,
 )
 from ganlab.data.toy import mode_centres
+from ganlab.data.unpaired import UNPAIRED_BUILDERS
 
 __all__ = ["DATASETS", "Batches", "DataSpec", "InMemoryDataset", "build_dataset", "mode_centres"]
+
+
+def dataset_builder(cfg_dataset) -> str:
+    """The DATASETS entry of a dataset config: its name, or its `loader` when the name is a
+    folder (unpaired)."""
+    return cfg_dataset.get("loader") or cfg_dataset.name
+
+
+def is_unpaired(cfg_dataset) -> bool:
+    """Whether the dataset holds two unpaired image domains (CycleGAN's data)."""
+    return dataset_builder(cfg_dataset) in UNPAIRED_BUILDERS
 
 
 def build_dataset(cfg_dataset, data_dir: str | Path, seed: int,
@@ -25,8 +37,8 @@ def build_dataset(cfg_dataset, data_dir: str | Path, seed: int,
     heldout=True guarantees `.heldout`: the dataset's own test split when it has one (MNIST's
     t10k files), otherwise a fixed slice split off the training data.
     """
-    data = DATASETS.get(cfg_dataset.name)(cfg_dataset, Path(data_dir), seed)
-    if not heldout:
+    data = DATASETS.get(dataset_builder(cfg_dataset))(cfg_dataset, Path(data_dir), seed)
+    if not heldout or data.heldout is not None:  # some builders bring their test split
         return data
     if cfg_dataset.name in TEST_SPLITS:
         data.heldout = TEST_SPLITS.get(cfg_dataset.name)(cfg_dataset, Path(data_dir))

@@ -68,6 +68,10 @@ class InMemoryDataset:
         heldout = self.heldout.to(device) if self.heldout is not None else None
         return InMemoryDataset(self.spec, self.x.to(device), y, self.source, self.notes, heldout)
 
+    def batches(self, batch_size: int, seed: int) -> Batches:
+        """The loop's stream of training batches over this dataset."""
+        return Batches(self, batch_size, seed)
+
     def subset(self, index: torch.Tensor, source: str) -> InMemoryDataset:
         y = self.y[index] if self.y is not None else None
         return InMemoryDataset(self.spec, self.x[index], y, source)

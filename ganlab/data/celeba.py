@@ -8,20 +8,17 @@ Decoding all 202,599 faces takes minutes, so the resized images are cached in on
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
-import os
 import socket
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision import datasets
 
 from ganlab.data.base import DATASETS, TEST_SPLITS, DataSpec, InMemoryDataset
+from ganlab.data.imagefiles import decode_all, list_images, read_cache, write_cache
 from ganlab.errors import UserError
 
 log = logging.getLogger("ganlab")
@@ -31,10 +28,7 @@ IMAGES = "img_align_celeba"
 ATTR_FILE = "list_attr_celeba.txt"
 PARTITION_FILE = "list_eval_partition.txt"
 SPLITS = {"train": 0, "valid": 1, "test": 2, "all": None}  # the ids in list_eval_partition.txt
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DOWNLOAD_TIMEOUT_S = 10.0  # per socket operation: offline, fail fast instead of hanging
-PROGRESS_EVERY = 10_000
-DECODE_THREADS = min(8, os.cpu_count() or 1)  # PIL releases the GIL while decoding and resizing
 
 
 def _check_cfg(cfg) -> None:
@@ -51,18 +45,8 @@ def _check_cfg(cfg) -> None:
                         f"{', '.join(SPLITS)}")
 
 
-def _list_images(folder: Path) -> list[str]:
-    """The image file names in `folder`, sorted; [] when it is not there."""
-    try:
-        with os.scandir(folder) as entries:
-            return sorted(e.name for e in entries
-                          if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file())
-    except OSError:
-        return []
-
-
 def _missing(root: Path, attributes: bool) -> list[str]:
-    missing = [] if _list_images(root / IMAGES) else [f"{IMAGES}/"]
+    missing = [] if list_images(root / IMAGES) else [f"{IMAGES}/"]
     if attributes:
         missing += [name for name in (ATTR_FILE, PARTITION_FILE) if not (root / name).is_file()]
     return missing
@@ -102,7 +86,7 @@ def _locate(data_dir: Path, attributes: bool) -> list[str]:
         missing = _missing(root, attributes)
     if missing:
         raise UserError(_missing_message(root, missing))
-    return _list_images(root / IMAGES)
+    return list_images(root / IMAGES)
 
 
 def _read_text(path: Path) -> list[str]:
@@ -158,46 +142,6 @@ def _read_attributes(path: Path, names: list[str]) -> tuple[list[str], torch.Ten
     return attr_names, torch.from_numpy((values + 1) // 2)  # -1 -> 0, 1 -> 1
 
 
-def _decode(path: Path, crop: int, size: int) -> np.ndarray | None:
-    """One image centre-cropped and resized to uint8 (size, size, 3); None if unreadable."""
-    try:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
-        width, height = rgb.size
-        side = min(crop, width, height)  # a crop larger than the image takes its smaller side
-        left, top = round((width - side) / 2), round((height - side) / 2)  # as CenterCrop
-        # crop first: resize(box=...) would let the filter reach pixels outside the box.
-        # PIL's BILINEAR widens its kernel when shrinking, so this is antialiased
-        square = rgb.crop((left, top, left + side, top + side))
-        out = square.resize((size, size), Image.BILINEAR)
-        return np.array(out, dtype=np.uint8)
-    except Exception:  # corrupt, truncated, missing or a decompression bomb: skipped and counted
-        return None
-
-
-def _decode_all(folder: Path, names: list[str], crop: int,
-                size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 (n, 3, size, size) images and a bool mask of those that could be read."""
-    n = len(names)
-    x = torch.zeros((n, 3, size, size), dtype=torch.uint8)
-    ok = torch.zeros(n, dtype=torch.bool)
-
-    def work(i: int) -> None:
-        array = _decode(folder / names[i], crop, size)
-        if array is not None and array.shape == (size, size, 3):
-            x[i] = torch.from_numpy(array).permute(2, 0, 1)  # disjoint rows: thread-safe
-            ok[i] = True
-
-    log.info("celeba: decoding %s images from %s (%d threads)", f"{n:,}", folder, DECODE_THREADS)
-    with ThreadPoolExecutor(DECODE_THREADS) as pool:
-        for start in range(0, n, PROGRESS_EVERY):  # chunks: bounded queue, regular progress
-            stop = min(n, start + PROGRESS_EVERY)
-            list(pool.map(work, range(start, stop)))
-            if n > PROGRESS_EVERY:
-                log.info("celeba: decoded %s / %s images", f"{stop:,}", f"{n:,}")
-    return x, ok
-
-
 def _build_blob(cfg, root: Path, split: str, n_files: int, listing: list[str]) -> dict:
     """Select the split's files, decode them, attach the attributes: what the cache holds."""
     folder = root / IMAGES
@@ -214,7 +158,7 @@ def _build_blob(cfg, root: Path, split: str, n_files: int, listing: list[str]) -
         raise UserError(f"{where} lists no images")
     attr_names, y = _read_attributes(root / ATTR_FILE, names) if cfg.attributes else ([], None)
 
-    x, ok = _decode_all(folder, names, cfg.crop, cfg.image_size)
+    x, ok = decode_all(folder, names, cfg.image_size, crop=cfg.crop, what="celeba")
     skipped = len(names) - int(ok.sum())
     if skipped == len(names):
         raise UserError(f"none of the {len(names):,} images from {where} could be read from "
@@ -258,40 +202,14 @@ def _check_blob(blob: object, cfg) -> None:
 
 def _read_cache(path: Path, cfg, n_files: int) -> dict | None:
     """The cached blob, or None when absent, stale or unreadable (a bad one is deleted)."""
-    if not path.is_file():
-        return None
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        _check_blob(blob, cfg)
-    except Exception as e:  # truncated, garbage, an old format: rebuild rather than crash
-        reason = (str(e).strip().splitlines() or [""])[0][:200]
-        log.warning("celeba: the cache %s could not be read (%s: %s); deleting it and decoding "
-                    "the images again", path, type(e).__name__, reason)
-        with contextlib.suppress(OSError):
-            path.unlink()
+    blob = read_cache(path, "celeba", lambda blob: _check_blob(blob, cfg))
+    if blob is None:
         return None
     if blob["files"] != n_files:
         log.info("celeba: %s was made from %s images, the folder now holds %s; rebuilding it",
                  path, f"{blob['files']:,}", f"{n_files:,}")
         return None
     return blob
-
-
-def _write_cache(path: Path, blob: dict) -> None:
-    """Atomic: a crash mid-write leaves no truncated cache; a failure only costs time later."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            torch.save(blob, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:  # read-only data folder, full disk
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        log.warning("celeba: could not write the cache %s (%s); the images will be decoded "
-                    "again next time", path, e)
 
 
 def _load(cfg, data_dir: Path, split: str) -> InMemoryDataset:
@@ -303,7 +221,7 @@ def _load(cfg, data_dir: Path, split: str) -> InMemoryDataset:
     if blob is None:
         blob = _build_blob(cfg, root, split, len(listing), listing)
         if cfg.cache:
-            _write_cache(cache, blob)
+            write_cache(cache, blob, "celeba")
 
     x, size, n = blob["x"], cfg.image_size, len(blob["x"])
     first = f" (first {cfg.max_images:,})" if cfg.max_images is not None else ""

@@ -27,14 +27,23 @@ class Family:
     sections: ClassVar[dict[str, type]] = {}
     # the loop hands the dataset's held-out split to families that measure on unseen data
     needs_heldout: ClassVar[bool] = False
+    # whether the family trains on two unpaired image domains (CycleGAN) instead of one dataset
+    unpaired: ClassVar[bool] = False
     # set by the loop before each train_step: whether it will read this step's numbers; a
     # family may skip diagnostics (grad norms, mean D outputs) when False, but never losses
     diagnostics: bool = True
+    # set by the loop: the run's total number of steps, for families with schedules over it
+    run_length: int | None = None
 
     @classmethod
     def wants_heldout(cls, cfg) -> bool:
         """Whether training under this config should keep real held-out data for the family."""
         return cls.needs_heldout
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """Config errors that need no data (image sizes the networks cannot take): raised
+        before any data is read or downloaded."""
 
     def use_heldout(self, data) -> None:
         """Real examples kept out of training (an InMemoryDataset on the family's device)."""
@@ -91,3 +100,21 @@ def check_family_sections(cfg) -> None:
         raise UserError(f"{what} applies to the {' and '.join(names)} "
                         f"famil{'ies' if len(names) > 1 else 'y'}, not to "
                         f"model={cfg.model.name} ({family} family)")
+
+
+def check_family_data(cfg) -> None:
+    """A two-domain dataset needs a two-domain family and the other way round; said before
+    any data is read or downloaded."""
+    from ganlab.data import is_unpaired
+
+    unpaired = is_unpaired(cfg.dataset)
+    if FAMILIES.get(cfg.model.family).unpaired and not unpaired:
+        raise UserError(f"model={cfg.model.name} translates between two unpaired image domains; "
+                        f"dataset={cfg.dataset.name} is a single dataset (use dataset=horse2zebra, "
+                        "dataset=red2blue, or dataset=unpaired dataset.name=<a folder with "
+                        "trainA/ and trainB/>)")
+    if unpaired and not FAMILIES.get(cfg.model.family).unpaired:
+        raise UserError(f"dataset={cfg.dataset.name} holds two unpaired image domains, for "
+                        f"model=cyclegan; model={cfg.model.name} ({cfg.model.family} family) "
+                        "trains on a single dataset")
+    FAMILIES.get(cfg.model.family).check_config(cfg)
