@@ -59,6 +59,9 @@ def interpolation_noise(a: torch.Tensor, b: torch.Tensor, steps: int, slerp: boo
 def main(args: list[str]) -> None:
     cfg = parse(args)
     family = load_checkpoint(cfg.ckpt, cfg.device)
+    if hasattr(family, "translate"):
+        raise UserError(f"sample: {cfg.ckpt} is a CycleGAN, which translates images instead of "
+                        "sampling them: python -m ganlab translate ckpt=... input=DIR out=DIR")
     if not hasattr(family, "sample_noise"):
         raise UserError(f"sample: the {family.config.model.family} family does not sample")
     generator = torch.Generator().manual_seed(cfg.seed)
