@@ -172,7 +172,36 @@ class DcganConfig:
     d_features: int = 64  # width of the first discriminator layer; doubles towards the output
     upsample: Upsample = Upsample.transposed
     d_norm: Norm = Norm.auto
-    d_dropout: float = 0.0
+
+
+class Conditioning(str, Enum):
+    projection = "projection"  # D(x, y) = psi(phi(x)) + <embed(y), phi(x)> (Miyato & Koyama)
+    concat = "concat"  # the label's one-hot planes concatenated to D's input (Mirza & Osindero)
+
+
+@dataclass
+class CganConfig(DcganConfig):
+    """A class-conditional DCGAN: G sees z joined with a learnt label embedding."""
+
+    name: str = "cgan"
+    embed_dim: int = 50  # size of G's label embedding, concatenated to z
+    conditioning: Conditioning = Conditioning.projection  # how D sees the label
+
+
+@dataclass
+class ProganConfig:
+    """Karras et al.'s progressive growing at small scale (4 px doubling to the data size)."""
+
+    name: str = "progan"
+    family: str = "progan"
+    latent_dim: int = 128
+    max_features: int = 128  # channels at 4-16 px; halved per doubling above (min_features)
+    min_features: int = 32
+    # every stage (4 px, 8 px, ..., the data size) gets an equal share of the run, or this many
+    # steps each (the last stage takes whatever is left)
+    stage_steps: int | None = None
+    fade_fraction: float = 0.5  # of each stage after the first, the share spent fading in
+    drift: float = 0.001  # Karras' epsilon_drift: a penalty on D(x)^2 keeping scores near 0
 
 
 @dataclass
@@ -183,7 +212,6 @@ class MlpGanConfig:
     g_hidden: list[int] = field(default_factory=lambda: [300])
     d_hidden: list[int] = field(default_factory=lambda: [300, 100])
     output: Output = Output.auto
-    d_dropout: float = 0.0
 
 
 @dataclass
@@ -361,6 +389,13 @@ class GanConfig:
     fake_label: float = 0.0
     label_smoothing: float = 0.0  # one-sided: real targets move this far towards fake
     label_noise: float = 0.0  # probability of flipping each discriminator target
+    # mode-collapse tools, all off by default
+    d_dropout: float = 0.0  # dropout in the discriminator
+    minibatch_std: bool = False  # D sees the batch's feature std (Karras et al.)
+    instance_noise: float = 0.0  # std of Gaussian noise on D's inputs, annealed to 0 over the run
+    history: int = 0  # past fakes kept; half of D's fake batch comes from them (Shrivastava)
+    ema: float = 0.0  # decay of an exponential moving average of G (0.999); samples use it
+    spectral_norm: bool = False  # spectral normalisation of every D layer (Miyato et al.)
 
 
 @dataclass
@@ -476,7 +511,16 @@ RANGES = {
     "model.latent_dim": "[1, inf)",
     "model.g_features": "[1, inf)",
     "model.d_features": "[1, inf)",
-    "model.d_dropout": "[0, 1)",
+    "gan.d_dropout": "[0, 1)",
+    "gan.instance_noise": "[0, inf)",
+    "gan.history": "[0, inf)",
+    "gan.ema": "[0, 1)",
+    "model.embed_dim": "[1, inf)",
+    "model.max_features": "[1, inf)",
+    "model.min_features": "[1, inf)",
+    "model.stage_steps": "[1, inf)",
+    "model.fade_fraction": "[0, 1]",
+    "model.drift": "[0, inf)",
     "model.dropout": "[0, 1)",
     "model.input_std": "(0, inf)",
     "classifier.lr": "(0, inf)",
@@ -559,6 +603,8 @@ def register_configs() -> None:
     cs.store(group="dataset", name=SCHEMA_PREFIX + "red2blue", node=Red2BlueDatasetConfig)
     cs.store(group="model", name=SCHEMA_PREFIX + "dcgan", node=DcganConfig)
     cs.store(group="model", name=SCHEMA_PREFIX + "mlp_gan", node=MlpGanConfig)
+    cs.store(group="model", name=SCHEMA_PREFIX + "cgan", node=CganConfig)
+    cs.store(group="model", name=SCHEMA_PREFIX + "progan", node=ProganConfig)
     cs.store(group="model", name=SCHEMA_PREFIX + "softmax", node=SoftmaxConfig)
     cs.store(group="model", name=SCHEMA_PREFIX + "mlp", node=MlpClassifierConfig)
     cs.store(group="model", name=SCHEMA_PREFIX + "lenet", node=LenetConfig)

@@ -180,6 +180,19 @@ def train_help(overrides: list[str]) -> str:
     )
 
 
+# group choices a model brings unless the command line picks its own (progressive growing is
+# trained with WGAN-GP in Karras et al.); a config file cannot change another group's default
+MODEL_GROUP_DEFAULTS = {"progan": {"loss": "wgan_gp"}}
+
+
+def with_model_defaults(overrides: list[str]) -> list[str]:
+    models = [o.split("=", 1)[1] for o in overrides if o.startswith("model=")]
+    implied = MODEL_GROUP_DEFAULTS.get(models[-1], {}) if models else {}
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    return overrides + [f"{group}={choice}" for group, choice in implied.items()
+                        if group not in given]
+
+
 def prepare_train_args(args: list[str]) -> list[str]:
     """Validate a `train` command line; returns the arguments to hand to Hydra."""
     if not (CONF_DIR / "config.yaml").is_file():
@@ -192,7 +205,7 @@ def prepare_train_args(args: list[str]) -> list[str]:
     if any(f in ("--hydra-help", "--version", "--info", "-i", "--shell-completion",
                  "-sc") for f in flags):
         return args  # Hydra answers these itself
-    overrides = with_resume(overrides)
+    overrides = with_model_defaults(with_resume(overrides))
     check_overrides(overrides)
     _refuse_to_overwrite(overrides)
     return flags + overrides

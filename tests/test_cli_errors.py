@@ -101,7 +101,7 @@ def test_ranges_open_and_closed_ends():
 
     cfg = OmegaConf.structured(Config(dataset=SyntheticDatasetConfig(), model=DcganConfig()))
     check_ranges(cfg)  # the defaults are valid
-    for key, bad, good in [("gan.label_noise", 1.0, 0.0), ("model.d_dropout", 1.0, 0.5),
+    for key, bad, good in [("gan.label_noise", 1.0, 0.0), ("gan.d_dropout", 1.0, 0.5),
                            ("gan.lr_g", 0.0, 1e-9), ("trainer.ckpt_every", -1, 0)]:
         OmegaConf.update(cfg, key, bad)
         with pytest.raises(UserError, match=key.replace(".", r"\.")):

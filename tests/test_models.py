@@ -11,19 +11,22 @@ from ganlab.config import DcganConfig, MlpGanConfig, Norm, Output, Upsample
 from ganlab.data.base import DataSpec
 from ganlab.errors import UserError
 from ganlab.models import MODELS, GanNetworks
-from ganlab.models.base import count_parameters
+from ganlab.models.base import DiscriminatorOptions, count_parameters
 
 
 def dcgan(channels: int = 1, size: int = 28, *, gradient_penalty: bool = False,
-          **overrides) -> GanNetworks:
+          d_dropout: float = 0.0, minibatch_std: bool = False, **overrides) -> GanNetworks:
     cfg = OmegaConf.structured(DcganConfig(**overrides))
     spec = DataSpec("x", "image", (channels, size, size))
-    return MODELS.get("dcgan")(cfg, spec, gradient_penalty=gradient_penalty)
+    return MODELS.get("dcgan")(cfg, spec, gradient_penalty=gradient_penalty,
+                               d_options=DiscriminatorOptions(d_dropout, minibatch_std))
 
 
-def mlp_gan(spec: DataSpec, **overrides) -> GanNetworks:
+def mlp_gan(spec: DataSpec, d_dropout: float = 0.0, minibatch_std: bool = False,
+            **overrides) -> GanNetworks:
     cfg = OmegaConf.structured(MlpGanConfig(**overrides))
-    return MODELS.get("mlp_gan")(cfg, spec, gradient_penalty=False)
+    return MODELS.get("mlp_gan")(cfg, spec, gradient_penalty=False,
+                                 d_options=DiscriminatorOptions(d_dropout, minibatch_std))
 
 
 MNIST = DataSpec("mnist", "image", (1, 28, 28))

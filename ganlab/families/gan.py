@@ -1,7 +1,15 @@
-"""The GAN family: a generator and a discriminator trained by any loss variant."""
+"""The GAN family: a generator and a discriminator trained by any loss variant.
+
+Class-conditional networks (model=cgan) get real labels with real images and random labels
+with fakes. The mode-collapse tools are options of the family, all off by default:
+gan.d_dropout and gan.minibatch_std (D's layers), gan.spectral_norm (D's weights),
+gan.instance_noise (annealed noise on everything D sees), gan.history (a pool of past fakes
+for D, the one CycleGAN uses), gan.ema (an averaged G for samples and metrics).
+"""
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from pathlib import Path
@@ -14,9 +22,11 @@ from ganlab.config import GanConfig, LossConfig, Optimizer
 from ganlab.data.base import DataSpec
 from ganlab.errors import UserError
 from ganlab.families.base import FAMILIES, Family
+from ganlab.families.pool import ImagePool
 from ganlab.images import make_grid, to_float, to_uint8
 from ganlab.losses import LOSSES, Targets, gradient_penalty
 from ganlab.models import MODELS
+from ganlab.models.base import DiscriminatorOptions
 
 log = logging.getLogger("ganlab")
 
@@ -39,6 +49,26 @@ def make_optimizer(params, cfg_gan, lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=lr, betas=tuple(cfg_gan.betas))
 
 
+def add_spectral_norm(module: nn.Module) -> None:
+    """Miyato et al.: every conv and linear layer's weight divided by its largest singular
+    value (one power iteration per forward)."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)):
+            setattr(module, name, spectral_norm(child))
+        else:
+            add_spectral_norm(child)
+
+
+@torch.no_grad()
+def ema_update(average: nn.Module, current: nn.Module, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * current; buffers (BN statistics) copied."""
+    torch._foreach_lerp_(list(average.parameters()), list(current.parameters()), 1.0 - decay)
+    for mine, theirs in zip(average.buffers(), current.buffers(), strict=True):
+        mine.copy_(theirs)
+
+
 @FAMILIES.register("gan")
 class GanFamily(Family):
     sections: ClassVar[dict[str, type]] = {"loss": LossConfig, "gan": GanConfig}
@@ -56,17 +86,41 @@ class GanFamily(Family):
         self.label_smoothing, self.label_noise = float(g.label_smoothing), float(g.label_noise)
         self.batches_per_step = self.d_steps = int(g.d_steps)
 
-        nets = MODELS.get(cfg.model.name)(cfg.model, spec, gradient_penalty=self.gp_weight > 0)
+        d_options = DiscriminatorOptions(dropout=float(g.d_dropout),
+                                         minibatch_std=bool(g.minibatch_std))
+        nets = MODELS.get(cfg.model.name)(cfg.model, spec, gradient_penalty=self.gp_weight > 0,
+                                          d_options=d_options)
+        if g.spectral_norm:
+            add_spectral_norm(nets.D)
         self.G, self.D = nets.G.to(device), nets.D.to(device)
         self.latent_dim, self.value_range = nets.latent_dim, nets.value_range
+        self.num_classes = nets.num_classes
         self.opt_g = make_optimizer(self.G.parameters(), g, g.lr_g)
         self.opt_d = make_optimizer(self.D.parameters(), g, g.lr_d)
+        self.ema_decay = float(g.ema)
+        self.G_ema = copy.deepcopy(self.G).eval() if self.ema_decay else None
+        if self.G_ema is not None:
+            self.G_ema.requires_grad_(False)
+        if g.history and self.num_classes:
+            raise UserError("gan.history keeps past fakes without their labels, so it does not "
+                            f"combine with the class-conditional model={cfg.model.name}")
+        self.history = ImagePool(int(g.history)) if g.history else None
+        self.instance_noise = float(g.instance_noise)
+        self.updates = 0  # generator updates so far: the position of annealed options
 
         # fixed noise for comparable sample grids over training; own generator, so drawing it
         # leaves the global RNG (and so the training trajectory) untouched
         n_fixed = TOY_PLOT_POINTS if spec.kind == "points" else cfg.log.n_samples
         fixed = torch.Generator().manual_seed(cfg.trainer.seed + 1)
-        self.fixed_z = torch.randn(n_fixed, self.latent_dim, generator=fixed).to(device)
+        if self.num_classes:  # one row per class, the same noise in every row
+            columns = max(1, n_fixed // self.num_classes)
+            z = torch.randn(columns, self.latent_dim, generator=fixed)
+            self.fixed_z = z.repeat(self.num_classes, 1).to(device)
+            self.fixed_labels = torch.arange(self.num_classes).repeat_interleave(columns)
+            self.fixed_labels = self.fixed_labels.to(device)
+        else:
+            self.fixed_z = torch.randn(n_fixed, self.latent_dim, generator=fixed).to(device)
+            self.fixed_labels = None
         self.eval_seed = cfg.trainer.seed + 2
         self.eval_samples = int(cfg.eval.n_samples)
         self.mode_min_share = float(cfg.eval.mode_min_share)
@@ -135,14 +189,46 @@ class GanFamily(Family):
     def _noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, device=self.device)
 
-    def _d_step(self, x: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
-        real = to_float(x, self.value_range) if self.value_range else x
+    def _fake_labels(self, n: int) -> torch.Tensor | None:
+        """Uniformly random classes for a batch of fakes (conditional networks only)."""
+        if not self.num_classes:
+            return None
+        return torch.randint(0, self.num_classes, (n,), device=self.device)
+
+    def _real(self, x: torch.Tensor) -> torch.Tensor:
+        """A real batch as D sees it (a subclass may resize it to the current resolution)."""
+        return to_float(x, self.value_range) if self.value_range else x
+
+    def _g(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return self.G(z) if labels is None else self.G(z, labels)
+
+    def _d(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """D's scores, on inputs with the annealed instance noise when that is on."""
+        if self.instance_noise:
+            x = x + self._noise_std() * torch.randn_like(x)
+        return self.D(x) if labels is None else self.D(x, labels)
+
+    def _noise_std(self) -> float:
+        """gan.instance_noise decayed linearly to 0 over the run (Sønderby et al.)."""
+        total = self.run_length or 1
+        return self.instance_noise * max(0.0, 1.0 - self.updates / total)
+
+    def _d_step(self, x: torch.Tensor, y: torch.Tensor | None, fake: torch.Tensor,
+                fake_labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        real = self._real(x)
         n = real.shape[0]
-        d_real, d_fake = self.D(real), self.D(fake)
+        real_labels = y if self.num_classes else None
+        if self.history is not None:
+            fake = self.history.query(fake)  # half of them, on average, old fakes
+        d_real, d_fake = self._d(real, real_labels), self._d(fake, fake_labels)
         loss = self.loss.d_loss(d_real, d_fake, self._d_targets(n))
         out = {"loss/D": loss}
+        extra = self.d_regulariser(d_real)
+        if extra is not None:
+            loss = loss + extra
         if self.gp_weight:
-            gp = gradient_penalty(self.D, real, fake)
+            critic = self.D if real_labels is None else (lambda v: self.D(v, real_labels))
+            gp = gradient_penalty(critic, real, fake)
             loss = loss + self.gp_weight * gp
             out["loss/gp"] = gp
         self.opt_d.zero_grad(set_to_none=True)
@@ -160,9 +246,11 @@ class GanFamily(Family):
             out["D/real"], out["D/fake"] = d_real.mean(), d_fake.mean()
         return out
 
-    def _g_step(self, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _g_step(self, fake: torch.Tensor,
+                labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
         self.D.requires_grad_(False)  # no need for D's parameter gradients here
-        loss = self.loss.g_loss(self.D(fake), Targets(real=self.real_label, fake=self.fake_label))
+        targets = Targets(real=self.real_label, fake=self.fake_label)
+        loss = self.loss.g_loss(self._d(fake, labels), targets)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.D.requires_grad_(True)
@@ -170,32 +258,58 @@ class GanFamily(Family):
         if self.diagnostics:
             out["grad_norm/G"] = total_grad_norm(self.G)
         self.opt_g.step()
+        if self.G_ema is not None:
+            ema_update(self.G_ema, self.G, self.ema_decay)
         return out
 
+    def d_regulariser(self, d_real: torch.Tensor) -> torch.Tensor | None:
+        """An extra term of D's loss from its scores on real data (a subclass's drift
+        penalty); None: nothing."""
+        return None
+
+    def prepare_step(self) -> dict[str, torch.Tensor]:
+        """Called before each step; a subclass sets its schedule here (progressive growing)
+        and returns values to log with the step."""
+        return {}
+
     def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        logged = self.prepare_step()
         batches = batch if isinstance(batch, list) else [batch]
-        for i, (x, _) in enumerate(batches):
-            z = self._noise(x.shape[0])
+        for i, (x, y) in enumerate(batches):
+            z, labels = self._noise(x.shape[0]), self._fake_labels(x.shape[0])
             if i < len(batches) - 1:
                 with torch.no_grad():
-                    fake = self.G(z)
+                    fake = self._g(z, labels)
             else:
                 # the last D step's fakes keep their graph: the G step reuses them, as
                 # pytorch/examples' DCGAN does, instead of a second G forward
-                fake = self.G(z)
-            out = self._d_step(x, fake.detach())
-        out.update(self._g_step(fake))
-        return {k: v.detach() for k, v in out.items()}
+                fake = self._g(z, labels)
+            out = self._d_step(x, y, fake.detach(), labels)
+        out.update(self._g_step(fake, labels))
+        if self.instance_noise:
+            out["instance_noise"] = torch.tensor(self._noise_std())
+        self.updates += 1
+        return {**{k: v.detach() for k, v in out.items()}, **logged}
 
     # --- sampling ------------------------------------------------------------------------
 
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator samples and metrics use: the moving average when gan.ema is on."""
+        return self.G_ema if self.G_ema is not None else self.G
+
     @torch.no_grad()
-    def generate(self, z: torch.Tensor) -> torch.Tensor:
-        """G(z) in evaluation mode: images in G's value range, or 2-D points."""
-        was_training = self.G.training
-        self.G.eval()
-        out = self.G(z.to(self.device))
-        self.G.train(was_training)
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """G(z) (G(z, labels) when conditional) in evaluation mode: images in G's value
+        range, or 2-D points. Conditional without labels: the classes in turn."""
+        net = self.sampler
+        if self.num_classes and labels is None:  # every class equally often
+            labels = torch.arange(len(z)) % self.num_classes
+        was_training = net.training
+        net.eval()
+        z = z.to(self.device)
+        out = net(z) if not self.num_classes else net(z, labels.to(self.device))
+        net.train(was_training)
         return out
 
     def sample_noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -204,15 +318,21 @@ class GanFamily(Family):
     def to_uint8(self, images: torch.Tensor) -> torch.Tensor:
         return to_uint8(images, self.value_range)
 
+    def shown(self, images: torch.Tensor) -> torch.Tensor:
+        """Generated images as the grids show them (a subclass may upsample them)."""
+        return images
+
     def visuals(self) -> dict[str, torch.Tensor]:
-        fake = self.generate(self.fixed_z)
+        fake = self.generate(self.fixed_z, self.fixed_labels)
         if self.spec.kind == "points":
             from ganlab.metrics.toy import scatter_image
 
             centres = torch.tensor(self.spec.modes) if self.spec.modes else None
             return {"samples": scatter_image(fake.cpu(), None, centres, self.spec.mode_std)}
-        nrow = math.ceil(math.sqrt(fake.shape[0]))
-        return {"samples": make_grid(self.to_uint8(fake).cpu(), nrow=nrow)}
+        # conditional: one row per class
+        nrow = (len(fake) // self.num_classes if self.num_classes
+                else math.ceil(math.sqrt(fake.shape[0])))
+        return {"samples": make_grid(self.to_uint8(self.shown(fake)).cpu(), nrow=nrow)}
 
     def evaluate(self) -> dict[str, float]:
         if self.spec.kind == "points":
@@ -269,9 +389,14 @@ class GanFamily(Family):
         self.D.eval()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"G": self.G.state_dict(), "D": self.D.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "fixed_z": self.fixed_z.cpu()}
+        state = {"G": self.G.state_dict(), "D": self.D.state_dict(),
+                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                 "fixed_z": self.fixed_z.cpu(), "updates": self.updates}
+        if self.G_ema is not None:
+            state["G_ema"] = self.G_ema.state_dict()
+        if self.history is not None:
+            state["history"] = self.history.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.G.load_state_dict(state["G"])
@@ -279,3 +404,12 @@ class GanFamily(Family):
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.fixed_z = state["fixed_z"].to(self.device)
+        self.updates = int(state.get("updates", 0))  # checkpoints from before the counter
+        if self.G_ema is not None:
+            if "G_ema" not in state:
+                raise KeyError("G_ema (the checkpoint was trained without gan.ema)")
+            self.G_ema.load_state_dict(state["G_ema"])
+        if self.history is not None:
+            self.history.load_state_dict(state.get("history", {"size": self.history.size,
+                                                               "images": torch.empty(0)}),
+                                         self.device)

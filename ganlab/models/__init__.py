@@ -3,6 +3,7 @@
 from ganlab.models import (  # noqa: F401  (register the architectures)
     autoencoders,
     classifiers,
+    conditional,
     cyclegan,
     dcgan,
     mlp,

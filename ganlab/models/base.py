@@ -3,23 +3,61 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from ganlab.registry import Registry
 
-# name -> builder. GAN architectures: (cfg.model, spec, *, gradient_penalty: bool) -> GanNetworks;
+# name -> builder. GAN architectures: (cfg.model, spec, *, gradient_penalty: bool,
+# d_options: DiscriminatorOptions) -> GanNetworks;
 # classifiers: (cfg.model, spec) -> nn.Module mapping [0, 1] images to logits
 MODELS: Registry = Registry("model")
 
 
 @dataclass
 class GanNetworks:
-    G: nn.Module  # (N, latent_dim) -> a batch shaped like the data
-    D: nn.Module  # a data batch -> (N,) raw scores (logits)
+    G: nn.Module  # (N, latent_dim) -> a batch shaped like the data; conditional: G(z, labels)
+    D: nn.Module  # a data batch -> (N,) raw scores (logits); conditional: D(x, labels)
     latent_dim: int
     value_range: tuple[float, float] | None  # G's image range; None for 2-D points
+    num_classes: int = 0  # > 0: class-conditional networks
+
+
+@dataclass(frozen=True)
+class DiscriminatorOptions:
+    """The GAN family's switches that change D's layers (gan.d_dropout, gan.minibatch_std)."""
+
+    dropout: float = 0.0
+    minibatch_std: bool = False
+
+
+PLAIN_D = DiscriminatorOptions()
+
+
+class MinibatchStd(nn.Module):
+    """Karras et al.'s minibatch standard deviation: the std of every feature over groups of
+    up to `group_size` examples, averaged to one number per group and appended as an extra
+    feature (a constant plane for images). A collapsed batch has a small std, which D sees."""
+
+    def __init__(self, group_size: int = 4) -> None:
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        g = math.gcd(n, self.group_size)  # groups must tile the batch; one example: std 0
+        # example i belongs to group i % (n // g): groups mix the batch's order
+        y = x.reshape(g, n // g, *x.shape[1:]).float()
+        std = (y - y.mean(0)).pow(2).mean(0).add(1e-8).sqrt()
+        per_group = std.flatten(1).mean(1)  # (n // g,)
+        extra = per_group.repeat(g).to(x.dtype)  # (n,): each example's group value
+        if x.dim() == 2:
+            return torch.cat([x, extra[:, None]], dim=1)
+        plane = extra.view(n, 1, *([1] * (x.dim() - 2))).expand(n, 1, *x.shape[2:])
+        return torch.cat([x, plane], dim=1)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -10,7 +10,13 @@ from torch import nn
 from ganlab.config import Norm, Upsample
 from ganlab.errors import UserError
 from ganlab.images import SYMMETRIC
-from ganlab.models.base import MODELS, GanNetworks
+from ganlab.models.base import (
+    MODELS,
+    PLAIN_D,
+    DiscriminatorOptions,
+    GanNetworks,
+    MinibatchStd,
+)
 
 # image size -> spatial size right after the latent projection (then doubled up to the size)
 _BASE_SIZE = {28: 7, 32: 4, 64: 4}
@@ -58,7 +64,11 @@ class DcganGenerator(nn.Module):
 
 
 class DcganDiscriminator(nn.Module):
-    def __init__(self, channels: int, size: int, features: int, norm: Norm, dropout: float):
+    """Strided convs down to the base size, then one conv to a score. net[-1] is that last
+    conv: conditional discriminators reuse net[:-1] as the feature extractor."""
+
+    def __init__(self, channels: int, size: int, features: int, norm: Norm, dropout: float,
+                 minibatch_std: bool = False):
         super().__init__()
         n = _n_doublings(size)
         width = features
@@ -72,6 +82,9 @@ class DcganDiscriminator(nn.Module):
             width *= 2
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
+        if minibatch_std:  # one more feature plane, right before the scoring conv
+            layers.append(MinibatchStd())
+            width += 1
         layers.append(nn.Conv2d(width, 1, _BASE_SIZE[size], 1, 0, bias=False))
         self.net = nn.Sequential(*layers)
 
@@ -88,19 +101,31 @@ def dcgan_init(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-@MODELS.register("dcgan")
-def build_dcgan(cfg, spec, *, gradient_penalty: bool = False) -> GanNetworks:
+def check_image_spec(spec, model: str) -> tuple[int, int]:
+    """(channels, size) of a square image dataset, or a UserError naming the model."""
     if spec.kind != "image":
-        raise UserError(f"dcgan needs an image dataset; {spec.name!r} holds {spec.kind}")
+        raise UserError(f"{model} needs an image dataset; {spec.name!r} holds {spec.kind}")
     channels, height, width = spec.shape
     if height != width:
-        raise UserError(f"dcgan needs square images, not {height}x{width}")
-    norm = cfg.d_norm
-    if norm == Norm.auto:
+        raise UserError(f"{model} needs square images, not {height}x{width}")
+    return channels, height
+
+
+def discriminator_norm(cfg, gradient_penalty: bool) -> Norm:
+    if cfg.d_norm == Norm.auto:
         # a per-example gradient penalty is wrong under batch norm (Gulrajani et al.)
-        norm = Norm.layer if gradient_penalty else Norm.batch
-    G = DcganGenerator(cfg.latent_dim, channels, height, cfg.g_features, cfg.upsample)
-    D = DcganDiscriminator(channels, height, cfg.d_features, norm, cfg.d_dropout)
+        return Norm.layer if gradient_penalty else Norm.batch
+    return cfg.d_norm
+
+
+@MODELS.register("dcgan")
+def build_dcgan(cfg, spec, *, gradient_penalty: bool = False,
+                d_options: DiscriminatorOptions = PLAIN_D) -> GanNetworks:
+    channels, size = check_image_spec(spec, "dcgan")
+    G = DcganGenerator(cfg.latent_dim, channels, size, cfg.g_features, cfg.upsample)
+    D = DcganDiscriminator(channels, size, cfg.d_features,
+                           discriminator_norm(cfg, gradient_penalty), d_options.dropout,
+                           d_options.minibatch_std)
     G.apply(dcgan_init)
     D.apply(dcgan_init)
     return GanNetworks(G=G, D=D, latent_dim=cfg.latent_dim, value_range=SYMMETRIC)

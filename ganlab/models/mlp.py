@@ -10,7 +10,13 @@ from torch import nn
 
 from ganlab.config import Output
 from ganlab.images import SYMMETRIC, UNIT
-from ganlab.models.base import MODELS, GanNetworks
+from ganlab.models.base import (
+    MODELS,
+    PLAIN_D,
+    DiscriminatorOptions,
+    GanNetworks,
+    MinibatchStd,
+)
 
 _ACTIVATIONS = {Output.sigmoid: nn.Sigmoid, Output.tanh: nn.Tanh, Output.linear: nn.Identity}
 
@@ -40,16 +46,22 @@ class MlpGenerator(nn.Module):
 
 
 class MlpDiscriminator(nn.Module):
-    def __init__(self, hidden: list[int], shape: tuple[int, ...], dropout: float):
+    def __init__(self, hidden: list[int], shape: tuple[int, ...], dropout: float,
+                 minibatch_std: bool = False):
         super().__init__()
-        self.net = nn.Sequential(*mlp([math.prod(shape), *hidden, 1], dropout))
+        layers = mlp([math.prod(shape), *hidden, 1], dropout)
+        if minibatch_std:  # one more feature before the scoring layer
+            last = layers.pop()
+            layers += [MinibatchStd(), nn.Linear(last.in_features + 1, 1)]
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1)).squeeze(1)
 
 
 @MODELS.register("mlp_gan")
-def build_mlp_gan(cfg, spec, *, gradient_penalty: bool = False) -> GanNetworks:
+def build_mlp_gan(cfg, spec, *, gradient_penalty: bool = False,
+                  d_options: DiscriminatorOptions = PLAIN_D) -> GanNetworks:
     output = cfg.output
     if output == Output.auto:
         output = Output.sigmoid if spec.kind == "image" else Output.linear
@@ -61,5 +73,6 @@ def build_mlp_gan(cfg, spec, *, gradient_penalty: bool = False) -> GanNetworks:
             raise UserError("model.output=linear does not give images; use sigmoid or tanh")
         value_range = UNIT if output == Output.sigmoid else SYMMETRIC
     G = MlpGenerator(cfg.latent_dim, list(cfg.g_hidden), spec.shape, output)
-    D = MlpDiscriminator(list(cfg.d_hidden), spec.shape, cfg.d_dropout)
+    D = MlpDiscriminator(list(cfg.d_hidden), spec.shape, d_options.dropout,
+                         d_options.minibatch_std)
     return GanNetworks(G=G, D=D, latent_dim=cfg.latent_dim, value_range=value_range)
