@@ -14,7 +14,8 @@ commands:
            (`train --help` lists the config groups, `train --cfg job` prints the config,
            `train -m loss=lsgan,hinge` sweeps)
   sample   draw from a trained model: ckpt=PATH n=N out=FILE.png|FILE.npz [seed=S]
-           [interpolate=true steps=K]
+           [interpolate=linear|slerp steps=K] [numbers=true] [label=K (cgan)]
+           [arithmetic=[[A indices],[B indices],[C indices]]] (z of A - B + C)
   eval     every metric that applies, on a trained run: run=PATH [ckpt=last|best] [n_samples=N]
   report   one table for a sweep: python -m ganlab report outputs/multirun/<date>/<time>
   latent   latent arithmetic with a VAE: ckpt=PATH attribute=NAME [alpha=1.5] out=FILE.png

@@ -5,6 +5,7 @@ from ganlab.families import (  # noqa: F401  (register them)
     classifier,
     cyclegan,
     gan,
+    progan,
 )
 from ganlab.families.base import FAMILIES, Family, check_family_data, check_family_sections
 

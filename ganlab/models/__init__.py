@@ -7,6 +7,7 @@ from ganlab.models import (  # noqa: F401  (register the architectures)
     cyclegan,
     dcgan,
     mlp,
+    progan,
 )
 from ganlab.models.base import MODELS, GanNetworks
 

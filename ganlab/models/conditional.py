@@ -4,8 +4,10 @@ G(z, y) is the DCGAN generator fed with z joined to a learnt embedding of the la
 Osindero). D(x, y) is the DCGAN discriminator with the label brought in one of two ways
 (`model.conditioning`):
 
-- projection (Miyato & Koyama 2018): D(x, y) = psi(phi(x)) + <embed(y), sum-pooled phi(x)>,
-  phi being D's feature extractor and psi its scoring conv; the default, and the more stable;
+- projection (Miyato & Koyama 2018): D(x, y) = psi(phi(x)) + <embed(y), pooled phi(x)>,
+  phi being D's feature extractor and psi its scoring conv; the default. Features are
+  mean-pooled (Miyato et al. sum them): the term's scale does not grow with the map size
+  (a 7x7 map summed let D overpower a small G in our tests);
 - concat: the label's one-hot planes stacked onto the image channels at D's input.
 """
 
@@ -48,7 +50,7 @@ class ProjectionDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         features = self.base.net[:-1](x)  # phi(x): (N, W, k, k)
         score = self.base.net[-1](features).flatten()  # psi(phi(x))
-        return score + (self.embed(labels) * features.sum(dim=(2, 3))).sum(dim=1)
+        return score + (self.embed(labels) * features.mean(dim=(2, 3))).sum(dim=1)
 
 
 class ConcatDiscriminator(nn.Module):
@@ -81,5 +83,7 @@ def build_cgan(cfg, spec, *, gradient_penalty: bool = False,
     G.apply(dcgan_init)  # G's label embedding keeps N(0, 1): the scale of z beside it
     D.apply(dcgan_init)
     if isinstance(D, ProjectionDiscriminator):
-        nn.init.normal_(D.embed.weight, 0.0, 0.02)
+        # unit-scale projections from the start (Xavier-like); 0.02 left a tiny DCGAN's
+        # projection term too weak to steer G in our two-class test
+        nn.init.normal_(D.embed.weight, 0.0, D.embed.weight.shape[1] ** -0.5)
     return GanNetworks(G=G, D=D, latent_dim=cfg.latent_dim, value_range=SYMMETRIC, num_classes=k)

@@ -1,0 +1,246 @@
+"""The GAN toolbox: minibatch std, spectral norm, EMA, history, instance noise, and cgan."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TINY, assert_bad_input, run_cli
+from omegaconf import OmegaConf
+from torch import nn
+
+from ganlab.config import CganConfig, Config, DcganConfig, MlpGanConfig, SyntheticDatasetConfig
+from ganlab.data.base import DataSpec
+from ganlab.errors import UserError
+from ganlab.families.gan import GanFamily, ema_update
+from ganlab.models.base import MinibatchStd
+
+SPEC = DataSpec("synthetic", "image", (1, 28, 28), num_classes=10)
+TWO = DataSpec("two", "image", (1, 28, 28), num_classes=2)
+
+
+def family(model=None, spec=SPEC, **gan) -> GanFamily:
+    cfg = OmegaConf.structured(Config(dataset=SyntheticDatasetConfig(),
+                                      model=model or MlpGanConfig()))
+    cfg.gan.update(gan)
+    cfg.log.n_samples = 4
+    torch.manual_seed(0)
+    fam = GanFamily(cfg, spec, torch.device("cpu"))
+    fam.run_length = 100
+    return fam
+
+
+def batch(n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g)
+    return x, torch.randint(0, 10, (n,), generator=g)
+
+
+# --- minibatch standard deviation ------------------------------------------------------------
+
+
+def test_minibatch_std_appends_the_group_std_as_a_feature():
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 5, 5)
+    out = MinibatchStd(group_size=4)(x)
+    assert out.shape == (8, 4, 5, 5) and torch.equal(out[:, :3], x)
+    # example i is in group i % 2; the value: mean over features of the biased std in-group
+    for group in range(2):
+        members = x[group::2]
+        expected = (members - members.mean(0)).pow(2).mean(0).add(1e-8).sqrt().mean()
+        for i in range(group, 8, 2):
+            assert torch.allclose(out[i, 3], expected.expand(5, 5))
+    flat = MinibatchStd()(torch.randn(6, 10))  # 6 examples: groups of gcd(6, 4) = 2
+    assert flat.shape == (6, 11)
+
+
+def test_minibatch_std_tells_a_collapsed_batch_from_a_diverse_one():
+    collapsed = torch.randn(1, 16).repeat(8, 1)
+    diverse = torch.randn(8, 16)
+    layer = MinibatchStd()
+    assert layer(collapsed)[:, -1].max() < 1e-3
+    assert layer(diverse)[:, -1].min() > 0.5
+    assert layer(torch.randn(1, 16))[0, -1] < 1e-3  # one example: no spread to measure
+
+
+def test_minibatch_std_and_dropout_options_build_into_the_discriminators():
+    dc = family(DcganConfig(g_features=8, d_features=8), minibatch_std=True, d_dropout=0.3)
+    assert sum(isinstance(m, MinibatchStd) for m in dc.D.modules()) == 1
+    assert dc.D.net[-1].in_channels == 16 + 1  # one extra plane before the scoring conv
+    assert all(m.p == pytest.approx(0.3) for m in dc.D.modules()
+               if isinstance(m, (nn.Dropout, nn.Dropout2d)))
+    mlp = family(minibatch_std=True)
+    assert mlp.D.net[-1].in_features == 100 + 1
+    assert mlp.train_step(batch())["loss/D"].isfinite()
+
+
+# --- spectral norm ---------------------------------------------------------------------------
+
+
+def test_spectral_norm_bounds_every_discriminator_layer():
+    fam = family(DcganConfig(g_features=8, d_features=8), spectral_norm=True)
+    layers = [m for m in fam.D.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert layers and all(hasattr(m, "parametrizations") for m in layers)
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    fam.D.train()
+    with torch.no_grad():
+        for _ in range(30):  # one power iteration per training-mode forward pass
+            fam.D(x)
+    for m in layers:
+        sigma = torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2)
+        assert sigma == pytest.approx(1.0, abs=0.05)
+    plain = family(DcganConfig(g_features=8, d_features=8))
+    assert not any(hasattr(m, "parametrizations") for m in plain.D.modules())
+
+
+# --- EMA -------------------------------------------------------------------------------------
+
+
+def test_ema_update_rule():
+    average, current = nn.BatchNorm1d(3), nn.BatchNorm1d(3)
+    with torch.no_grad():
+        average.weight.fill_(1.0)
+        current.weight.fill_(3.0)
+        current.running_mean.fill_(7.0)
+    ema_update(average, current, decay=0.75)
+    assert torch.allclose(average.weight, torch.full((3,), 1.5))  # 0.75 * 1 + 0.25 * 3
+    assert torch.equal(average.running_mean, current.running_mean)  # buffers copied
+
+
+def test_ema_generator_is_averaged_used_for_samples_and_saved():
+    fam = family(ema=0.9)
+    before = [p.clone() for p in fam.G_ema.parameters()]
+    fam.train_step(batch())
+    for old, avg, cur in zip(before, fam.G_ema.parameters(), fam.G.parameters(), strict=True):
+        assert torch.allclose(avg, 0.9 * old + 0.1 * cur, atol=1e-6)
+    z = torch.randn(4, 100)
+    with torch.no_grad():
+        assert torch.equal(fam.generate(z), fam.G_ema.eval()(z))
+        assert not torch.allclose(fam.generate(z), fam.G.eval()(z))
+    state = fam.state_dict()
+    assert "G_ema" in state
+    again = family(ema=0.9)
+    again.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(again.G_ema.parameters(),
+                                                 fam.G_ema.parameters(), strict=True))
+    with pytest.raises(KeyError, match=r"without gan\.ema"):
+        again.load_state_dict(family().state_dict())
+
+
+# --- history and instance noise --------------------------------------------------------------
+
+
+def test_history_pool_feeds_the_discriminator_and_is_checkpointed():
+    fam = family(history=20)
+    seen = []
+    forward = fam.D.forward
+    fam.D.forward = lambda x: (seen.append(x.detach().clone()), forward(x))[1]
+    for i in range(4):
+        fam.train_step(batch(8, seed=i))
+    assert fam.history.count == 20  # 4 steps x 8 fakes, capped at 20
+    # the fakes D judged in the last D step: some from earlier steps (older G)
+    state = fam.state_dict()
+    assert state["history"]["images"].shape == (20, 1, 28, 28)
+    restored = family(history=20)
+    restored.load_state_dict(state)
+    assert torch.equal(restored.history.images, fam.history.images)
+
+
+def test_instance_noise_anneals_to_zero_and_reaches_every_d_input():
+    fam = family(instance_noise=0.5)
+    assert fam._noise_std() == pytest.approx(0.5)
+    fam.updates = 50
+    assert fam._noise_std() == pytest.approx(0.25)
+    fam.updates = 100
+    assert fam._noise_std() == 0.0
+    fam.updates = 0
+    seen = []
+    forward = fam.D.forward
+    fam.D.forward = lambda x: (seen.append(x.detach().clone()), forward(x))[1]
+    x, y = batch(64)
+    out = fam.train_step((x, y))
+    assert out["instance_noise"] == pytest.approx(0.5)
+    real = x.float() / 255  # mlp_gan images are [0, 1]
+    assert (seen[0] - real.view_as(seen[0])).std() == pytest.approx(0.5, rel=0.05)
+
+
+# --- conditional GAN -------------------------------------------------------------------------
+
+
+def two_class_batch(n: int, g: torch.Generator):
+    """Class 0: a bright left half; class 1: a bright right half (noisy)."""
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = torch.randint(0, 40, (n, 1, 28, 28), generator=g)
+    bright = torch.zeros(n, 1, 28, 28, dtype=torch.bool)
+    bright[y == 0, :, :, :14] = True
+    bright[y == 1, :, :, 14:] = True
+    return torch.where(bright, x + 200, x).to(torch.uint8), y
+
+
+@pytest.mark.parametrize("conditioning", ["projection", "concat"])
+def test_cgan_produces_the_requested_class(conditioning, one_thread):
+    model = CganConfig(g_features=16, d_features=8, latent_dim=16, embed_dim=8,
+                       conditioning=conditioning)
+    fam = family(model, spec=TWO)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        fam.train_step(two_class_batch(32, g))
+    z = torch.randn(64, 16, generator=g)
+    for label, bright, dark in ((0, slice(0, 14), slice(14, 28)),
+                                (1, slice(14, 28), slice(0, 14))):
+        images = fam.generate(z, torch.full((64,), label))
+        # the same noise, another label: the requested half is the bright one
+        assert images[..., bright].mean() - images[..., dark].mean() > 0.5, (label, conditioning)
+
+
+def test_cgan_grid_has_one_row_per_class_with_shared_noise():
+    fam = family(CganConfig(g_features=8, d_features=8), spec=SPEC)  # 10 classes, 4 samples
+    assert fam.fixed_labels.tolist() == list(range(10))  # max(1, 4 // 10) = 1 column
+    cfg = OmegaConf.structured(Config(dataset=SyntheticDatasetConfig(),
+                                      model=CganConfig(g_features=8, d_features=8)))
+    cfg.log.n_samples = 30
+    wide = GanFamily(cfg, SPEC, torch.device("cpu"))
+    assert wide.fixed_labels.tolist() == [c for c in range(10) for _ in range(3)]
+    assert torch.equal(wide.fixed_z[:3], wide.fixed_z[3:6])  # every row: the same 3 noises
+    grid = wide.visuals()["samples"]
+    assert grid.shape[1:] == (10 * 30 + 2, 3 * 30 + 2)  # 10 rows of 3 columns
+
+
+def test_cgan_with_the_gradient_penalty_and_refusals():
+    from ganlab.config import LossConfig
+
+    cfg = OmegaConf.structured(Config(dataset=SyntheticDatasetConfig(),
+                                      model=CganConfig(g_features=8, d_features=8),
+                                      loss=LossConfig(name="wgan_gp", gp_weight=10.0)))
+    fam = GanFamily(cfg, SPEC, torch.device("cpu"))
+    out = fam.train_step(batch(8))
+    assert out["loss/gp"].isfinite() and out["loss/gp"] > 0
+    with pytest.raises(UserError, match="needs a labelled dataset"):
+        family(CganConfig(), spec=DataSpec("faces", "image", (3, 64, 64)))
+    with pytest.raises(UserError, match="does not combine with the class-conditional"):
+        family(CganConfig(g_features=8, d_features=8), history=10)
+
+
+def test_cgan_on_toy_points_exits_2(workdir):
+    assert_bad_input(run_cli(["train", "model=cgan", "dataset=ring", "device=cpu"], workdir),
+                     "cgan needs an image dataset")
+
+
+def test_cgan_trains_end_to_end_with_every_tool(workdir):
+    result = run_cli(["train", *TINY, "model=cgan", "model.g_features=8", "model.d_features=8",
+                      "gan.ema=0.9", "gan.minibatch_std=true", "gan.spectral_norm=true",
+                      "gan.instance_noise=0.1", "gan.d_dropout=0.2", "hydra.run.dir=run"],
+                     workdir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = torch.load(workdir / "run/checkpoints/last.pt", weights_only=True)
+    assert {"G_ema", "updates"} <= set(state["family"]) and state["family"]["updates"] == 4
+    # `sample`: one row per class without label=, one class with it
+    grid = run_cli(["sample", "ckpt=run", "n=20", "out=grid.png"], workdir)
+    assert grid.returncode == 0, grid.stderr[-2000:]
+    from PIL import Image
+
+    assert Image.open(workdir / "grid.png").size == (2 * 30 + 2, 10 * 30 + 2)
+    sevens = run_cli(["sample", "ckpt=run", "n=6", "label=7", "out=sevens.npz"], workdir)
+    assert sevens.returncode == 0, sevens.stderr[-2000:]
+    import numpy as np
+
+    assert np.load(workdir / "sevens.npz")["images"].shape == (6, 1, 28, 28)
