@@ -17,6 +17,7 @@ from ganlab.data import build_dataset
 from ganlab.errors import UserError, fail
 from ganlab.families import FAMILIES, check_family_data, check_family_sections
 from ganlab.loop import Loop
+from ganlab.runtime import flush_denormals
 
 log = logging.getLogger("ganlab")
 
@@ -61,6 +62,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, flo
     check_family_sections(cfg)
     check_family_data(cfg)
     device = resolve_device(cfg.device)
+    flush_denormals()
     seed_everything(cfg.trainer.seed)
     family_cls = FAMILIES.get(cfg.model.family)
     data = build_dataset(cfg.dataset, Path(cfg.data_dir), cfg.trainer.seed,

@@ -42,7 +42,13 @@ CASES = {
     "lenet": ([*MNIST, "model=lenet"], "classifier", 300),
     "lenet-pgd7": ([*MNIST, "model=lenet", "defense=pgd", "defense.steps=7",
                     "defense.step_size=0.1"], "classifier", 60),
+    "cyclegan-64": (["dataset=red2blue", "dataset.image_size=64", "model=cyclegan"],
+                    "cyclegan", 30),
 }
+# cases trained at their paper's batch size whatever --batch-size says
+FIXED_BATCH = {"cyclegan-64": 1}
+# images per step and batch element: CycleGAN takes one image of each domain
+IMAGES_PER_EXAMPLE = {"cyclegan-64": 2}
 WARMUP_STEPS = 50  # as ganlab.loop: the first min(50, total // 5) steps are not timed
 
 
@@ -74,10 +80,12 @@ def bare(kind: str, cfg, device: torch.device, steps: int, warmup: int) -> float
     from ganlab.models import MODELS
 
     data = build_dataset(cfg.dataset, Path(cfg.data_dir), 0)
-    x_all = data.x.to(device)
-    y_all = data.y.to(device) if data.y is not None else None
     batch = cfg.trainer.batch_size
     torch.manual_seed(0)
+    if kind == "cyclegan":
+        return bare_cyclegan(cfg, data, device, steps, warmup)
+    x_all = data.x.to(device)
+    y_all = data.y.to(device) if data.y is not None else None
 
     if kind == "gan":
         nets = MODELS.get(cfg.model.name)(cfg.model, data.spec, gradient_penalty=False)
@@ -139,6 +147,58 @@ def bare(kind: str, cfg, device: torch.device, steps: int, warmup: int) -> float
     return steps / (time.perf_counter() - started)
 
 
+def bare_cyclegan(cfg, data, device: torch.device, steps: int, warmup: int) -> float:
+    """The reference implementation's step (G_A/G_B with D frozen, then D_A/D_B on pooled
+    fakes; LSGAN, cycle and identity L1) on crops prepared in memory."""
+    import itertools
+
+    from ganlab.families.pool import ImagePool
+    from ganlab.models import MODELS
+
+    size = data.spec.shape[-1]
+    a_all = data.a[:, :, :size, :size].to(device).float() / 127.5 - 1
+    b_all = data.b[:, :, :size, :size].to(device).float() / 127.5 - 1
+    nets = MODELS.get("cyclegan")(cfg, data.spec)
+    g_ab, g_ba, d_a, d_b = (n.to(device) for n in (nets.G_AB, nets.G_BA, nets.D_A, nets.D_B))
+    opt_g = torch.optim.Adam(itertools.chain(g_ab.parameters(), g_ba.parameters()), lr=2e-4,
+                             betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(itertools.chain(d_a.parameters(), d_b.parameters()), lr=2e-4,
+                             betas=(0.5, 0.999))
+    pool_a, pool_b = ImagePool(50), ImagePool(50)
+    batch = cfg.trainer.batch_size
+
+    def mse(scores, target):
+        return F.mse_loss(scores, torch.full_like(scores, target))
+
+    def step(i):
+        a, b = a_all[i * batch % len(a_all)][None], b_all[i * batch % len(b_all)][None]
+        fake_b, fake_a = g_ab(a), g_ba(b)
+        d_a.requires_grad_(False)
+        d_b.requires_grad_(False)
+        opt_g.zero_grad(set_to_none=True)
+        loss = (mse(d_b(fake_b), 1.0) + mse(d_a(fake_a), 1.0) +
+                10 * F.l1_loss(g_ba(fake_b), a) + 10 * F.l1_loss(g_ab(fake_a), b) +
+                5 * F.l1_loss(g_ba(a), a) + 5 * F.l1_loss(g_ab(b), b))
+        loss.backward()
+        opt_g.step()
+        d_a.requires_grad_(True)
+        d_b.requires_grad_(True)
+        opt_d.zero_grad(set_to_none=True)
+        old_a, old_b = pool_a.query(fake_a.detach()), pool_b.query(fake_b.detach())
+        loss_d = 0.5 * (mse(d_a(a), 1.0) + mse(d_a(old_a), 0.0) +
+                        mse(d_b(b), 1.0) + mse(d_b(old_b), 0.0))
+        loss_d.backward()
+        opt_d.step()
+
+    for i in range(warmup + steps):
+        if i == warmup:
+            started = time.perf_counter()
+        step(i)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps / (time.perf_counter() - started)
+
+
 def bare_in_fresh_process(name: str, overrides: list[str], work: Path, steps: int,
                           warmup: int) -> float:
     """The bare loop in a process of its own, like the runner: same start, same allocator."""
@@ -152,6 +212,9 @@ def bare_in_fresh_process(name: str, overrides: list[str], work: Path, steps: in
 
 
 def bare_main(spec_json: str) -> None:
+    from ganlab.runtime import flush_denormals
+
+    flush_denormals()  # as ganlab's runner does: the overhead compares like with like
     spec = json.loads(spec_json)
     cfg = compose(spec["overrides"])
     OmegaConf.update(cfg, "data_dir", spec["data_dir"])
@@ -184,9 +247,10 @@ def main() -> None:
           f"{'overhead':>9}")
     for name in names:
         overrides, _, steps = CASES[name]
+        batch = FIXED_BATCH.get(name, args.batch_size)
         total = max(25, round(steps * args.scale))
         warmup = min(WARMUP_STEPS, total // 5)
-        common = [*overrides, f"trainer.batch_size={args.batch_size}",
+        common = [*overrides, f"trainer.batch_size={batch}",
                   f"trainer.max_steps={total}", f"device={args.device}", "eval.every=0"]
         # interleaved repeats, medians: a shared VM's speed drifts by tens of percent
         bare_rates, runner_rates = [], []
@@ -194,13 +258,14 @@ def main() -> None:
             bare_rates.append(bare_in_fresh_process(name, common, work, total - warmup, warmup))
             runner_rates.append(runner(common, work, f"{name}-{i}"))
         bare_rate, runner_rate = statistics.median(bare_rates), statistics.median(runner_rates)
-        images = args.batch_size  # real images per step (d_steps is 1 in every case)
-        row = {"case": name, "batch": args.batch_size, "steps": total, "runner_images_per_s":
+        # real images per step (d_steps is 1 in every case)
+        images = batch * IMAGES_PER_EXAMPLE.get(name, 1)
+        row = {"case": name, "batch": batch, "steps": total, "runner_images_per_s":
                runner_rate * images, "bare_images_per_s": bare_rate * images,
                "overhead": bare_rate / runner_rate - 1,
                "runner_steps_per_s_each": runner_rates, "bare_steps_per_s_each": bare_rates}
         rows.append(row)
-        print(f"{name:<11} {args.batch_size:>5} {total:>5} {row['runner_images_per_s']:>13.1f} "
+        print(f"{name:<11} {batch:>5} {total:>5} {row['runner_images_per_s']:>13.1f} "
               f"{row['bare_images_per_s']:>11.1f} {row['overhead']:>8.1%}", flush=True)
     Path(args.out).write_text(json.dumps({"device": str(device), "torch": torch.__version__,
                                           "threads": torch.get_num_threads(), "rows": rows},
