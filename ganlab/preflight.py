@@ -180,17 +180,19 @@ def train_help(overrides: list[str]) -> str:
     )
 
 
-# group choices a model brings unless the command line picks its own (progressive growing is
-# trained with WGAN-GP in Karras et al.); a config file cannot change another group's default
-MODEL_GROUP_DEFAULTS = {"progan": {"loss": "wgan_gp"}}
+# settings a model brings unless the command line gives its own: Karras et al. train
+# progressive growing with WGAN-GP, one critic step, Adam lr 1e-3 betas (0, 0.99). A model's
+# config file cannot set them: the loss file, composed after it, sets gan.* itself
+MODEL_DEFAULTS = {"progan": {"loss": "wgan_gp", "gan.d_steps": "1", "gan.lr_g": "1e-3",
+                             "gan.lr_d": "1e-3", "gan.betas": "[0.0,0.99]"}}
 
 
 def with_model_defaults(overrides: list[str]) -> list[str]:
     models = [o.split("=", 1)[1] for o in overrides if o.startswith("model=")]
-    implied = MODEL_GROUP_DEFAULTS.get(models[-1], {}) if models else {}
+    implied = MODEL_DEFAULTS.get(models[-1], {}) if models else {}
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    return overrides + [f"{group}={choice}" for group, choice in implied.items()
-                        if group not in given]
+    return overrides + [f"{key}={value}" for key, value in implied.items()
+                        if key not in given]
 
 
 def prepare_train_args(args: list[str]) -> list[str]:

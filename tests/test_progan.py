@@ -298,16 +298,19 @@ def test_check_config_refuses_what_progan_cannot_do():
         ProganFamily.check_config(_cfg(model__min_features=256))
 
 
-def test_loss_defaults_to_wgan_gp_and_the_command_line_wins():
+def test_karras_settings_are_the_default_and_the_command_line_wins():
     from ganlab.preflight import compose_all, with_model_defaults
 
-    assert with_model_defaults(["model=progan"]) == ["model=progan", "loss=wgan_gp"]
-    assert with_model_defaults(["model=progan", "loss=lsgan"]) == ["model=progan", "loss=lsgan"]
     assert with_model_defaults(["model=dcgan"]) == ["model=dcgan"]
     (cfg,) = compose_all(with_model_defaults(["model=progan"]))
-    assert (cfg.loss.name, cfg.loss.gp_weight, cfg.gan.d_steps) == ("wgan_gp", 10.0, 5)
-    (cfg,) = compose_all(with_model_defaults(["model=progan", "loss=lsgan"]))
-    assert (cfg.loss.name, cfg.loss.gp_weight, cfg.gan.d_steps) == ("lsgan", 0.0, 1)
+    assert (cfg.loss.name, cfg.loss.gp_weight, cfg.gan.d_steps) == ("wgan_gp", 10.0, 1)
+    assert (cfg.gan.lr_g, cfg.gan.lr_d, list(cfg.gan.betas)) == (1e-3, 1e-3, [0.0, 0.99])
+    (cfg,) = compose_all(with_model_defaults(["model=progan", "loss=lsgan", "gan.d_steps=2"]))
+    assert (cfg.loss.name, cfg.loss.gp_weight, cfg.gan.d_steps) == ("lsgan", 0.0, 2)
+    assert cfg.gan.lr_g == 1e-3
+    # the loss file's own gan.* settings lose against the model's (given after it)
+    (cfg,) = compose_all(with_model_defaults(["model=progan", "loss=wgan_gp"]))
+    assert cfg.gan.d_steps == 1
 
 
 # --- the CLI ----------------------------------------------------------------------------------
