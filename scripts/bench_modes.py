@@ -11,7 +11,7 @@ evaluation (10,000 samples), as mean and spread over the seeds:
 Runs in-process through ganlab's own config composition and training entrypoint, two at a
 time (one thread each).
 
-    python scripts/bench_modes.py [--steps 2000] [--seeds 3] [--out bench_modes.json]
+    python scripts/bench_modes.py [--steps 5000] [--seeds 3] [--model KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ QUIET = ["log.progress=false", "log.sample_every=0", "eval.every=0", "trainer.ck
          "log.every=0", "device=cpu"]
 
 
-def one_run(job: tuple[str, str, int, int, str]) -> dict:
+def one_run(job: tuple[str, str, int, int, str, list[str]]) -> dict:
     """Train one variant on one toy with one seed; the final metrics."""
     import logging
 
@@ -48,8 +48,8 @@ def one_run(job: tuple[str, str, int, int, str]) -> dict:
     from ganlab import preflight
     from ganlab.train import train
 
-    dataset, variant, seed, steps, root = job
-    overrides = ["model=mlp_gan", f"dataset={dataset}", f"trainer.max_steps={steps}",
+    dataset, variant, seed, steps, root, model = job
+    overrides = ["model=mlp_gan", *model, f"dataset={dataset}", f"trainer.max_steps={steps}",
                  f"trainer.seed={seed}", *QUIET, *VARIANTS[variant]]
     (cfg,) = preflight.compose_all(overrides)
     run_dir = Path(root) / f"{dataset}-{variant.replace(' + ', '-')}-{seed}"
@@ -69,15 +69,17 @@ def summary(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--model", nargs="*", default=[],
+                        help="extra model overrides, e.g. model.g_hidden=[128,128]")
     parser.add_argument("--out", default="bench_modes.json")
     args = parser.parse_args()
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as root:
-        jobs = [(d, v, s, args.steps, root) for d in DATASETS for v in VARIANTS
+        jobs = [(d, v, s, args.steps, root, args.model) for d in DATASETS for v in VARIANTS
                 for s in range(args.seeds)]
         with ProcessPoolExecutor(args.workers) as pool:
             results = list(pool.map(one_run, jobs))
