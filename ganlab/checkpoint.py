@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
-import pickle
 import random
-import zipfile
+import re
+import shutil
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +20,11 @@ from ganlab.errors import UserError
 
 FORMAT = "ganlab-checkpoint"
 VERSION = 1
-LAST = "last.pt"
+LAST = "last.pt"  # always the latest state: what resume and every command read
 BEST = "best.pt"  # the state at the best evaluation of the primary metric
+STEP = "step_{}.pt"  # the trainer.keep_last most recent saves, as hard links (or copies)
+TMP_SUFFIX = ".tmp"  # <name>.tmp: a file being written; never read, replaced or removed later
+_STEP_NAME = re.compile(r"step_(\d+)\.pt")
 
 
 def resolve_path(path: str | os.PathLike) -> Path:
@@ -36,28 +43,169 @@ def run_dir_of(checkpoint: Path) -> Path | None:
 
 
 def save(state: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file, fsync, then rename: a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, "version": VERSION, **state}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write to <path>.tmp, fsync, rename over path, fsync the folder: a crash or kill -9 at any
+    moment leaves either the previous file or the new one, never a half-written one (and the
+    rename itself survives a power cut). A file that cannot be written (full disk, read-only
+    folder) is a UserError naming it; the previous file is kept and no temp file is left."""
+    path = Path(path)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    with _write_errors(path, tmp):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    _remove_stale_temps(path.parent)
+
+
+def keep_recent(last: Path, step: int, keep: int) -> None:
+    """After a save of last.pt at `step`: step_<step>.pt beside it, and only the `keep` most
+    recent step files (by step) kept; keep=0 keeps none. A step file is a hard link to the file
+    just written (a copy where the filesystem has no hard links): every save writes a new file
+    and renames it over last.pt, so a linked file is never modified afterwards."""
+    last = Path(last)
+    folder = last.parent
+    if keep > 0:
+        target = folder / STEP.format(step)
+        if not (target.exists() and os.path.samefile(last, target)):
+            tmp = target.with_name(target.name + TMP_SUFFIX)
+            with _write_errors(target, tmp):
+                _remove_quietly(tmp)
+                try:
+                    os.link(last, tmp)
+                except OSError:  # no hard links here (some network or FAT filesystems)
+                    with open(last, "rb") as src, open(tmp, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                        dst.flush()
+                        os.fsync(dst.fileno())
+                os.replace(tmp, target)
+                _fsync_dir(folder)
+    for _, old in step_checkpoints(folder)[: -keep if keep > 0 else None]:
+        try:
+            old.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise UserError(f"could not remove old checkpoint {old}: {_reason(e)}") from e
+
+
+def step_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """The step_<N>.pt files in a checkpoints folder, oldest step first."""
+    found = []
+    for p in Path(folder).glob("step_*.pt"):
+        m = _STEP_NAME.fullmatch(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+@contextmanager
+def _write_errors(path: Path, tmp: Path) -> Iterator[None]:
+    """OSError while writing `path` (through `tmp`) -> UserError naming path; tmp removed."""
+    try:
+        yield
+    except BaseException as error:
+        _remove_quietly(tmp)  # also on KeyboardInterrupt: never leave a partial file
+        cause = _os_error_in(error)
+        if cause is None:
+            raise  # a bug, not the environment: let it surface
+        raise UserError(f"could not write checkpoint {path}: {_reason(cause)}") from error
+
+
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The OSError behind an error: torch.save reports a failed write (ENOSPC, say) as a
+    RuntimeError ("unexpected pos ...") raised while the OSError is being handled."""
+    seen = 0
+    while error is not None and seen < 5:
+        if isinstance(error, OSError):
+            return error
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return None
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error) or type(error).__name__
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    """Temp files a killed writer left behind: ignored by every reader, removed here."""
+    for stale in folder.glob("*.pt" + TMP_SUFFIX):
+        _remove_quietly(stale)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in folder durable. Where a folder cannot be opened or synced (Windows,
+    some network filesystems) there is nothing more to do."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES, errno.EPERM):
+            raise
+    finally:
+        os.close(fd)
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint's state, read with torch's safe (weights-only) loader. A file that cannot
+    be read (truncated, empty, random bytes, another program's pickle) is one UserError."""
     p = resolve_path(path)
-    try:
-        state = torch.load(p, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as e:
-        raise UserError(f"checkpoint {p} is corrupt or incomplete ({type(e).__name__})") from e
+    # torch warns about some foreign files before refusing them: the error says enough
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            state = torch.load(p, map_location=map_location, weights_only=True)
+        except Exception as e:  # any bytes at all may come in: no error type is a bug here
+            raise UserError(_unreadable(p, e)) from e
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{p} is not a ganlab checkpoint")
     if state.get("version") != VERSION:
         raise UserError(f"checkpoint {p} has format version {state.get('version')}, "
                         f"this ganlab reads version {VERSION}")
     return state
+
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive; so does every ganlab save
+
+
+def _unreadable(p: Path, e: Exception) -> str:
+    if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EIO):
+        return f"could not read checkpoint {p}: {_reason(e)}"
+    try:
+        with open(p, "rb") as f:
+            head = f.read(len(_ZIP_MAGIC))
+    except OSError as read_error:
+        return f"could not read checkpoint {p}: {_reason(read_error)}"
+    if not head:
+        return f"checkpoint {p} is corrupt or incomplete (an empty file){_earlier(p)}"
+    if head != _ZIP_MAGIC:
+        return f"{p} is not a ganlab checkpoint (not a file written by torch.save)"
+    refused = re.search(r"GLOBAL ([\w.]+)", str(e))
+    if "Weights only load failed" in str(e) and refused:
+        return (f"{p} is not a ganlab checkpoint (it holds {refused.group(1)} objects, which "
+                "the safe weights-only loader does not read)")
+    return f"checkpoint {p} is corrupt or incomplete ({type(e).__name__}){_earlier(p)}"
+
+
+def _earlier(p: Path) -> str:
+    """Where to turn when a checkpoint is damaged: the step files beside it, if any."""
+    others = [q.name for _, q in step_checkpoints(p.parent) if q.name != p.name]
+    return f"; other checkpoints beside it: {', '.join(others)}" if others else ""
 
 
 def rng_state() -> dict[str, Any]:

@@ -443,6 +443,7 @@ class TrainerConfig:
     epochs: int | None = None  # when set, overrides max_steps with epochs * batches per epoch
     batch_size: int = 64
     ckpt_every: int = 1000
+    keep_last: int = 3  # checkpoints/step_<N>.pt of the K most recent saves (0: only last.pt)
 
 
 @dataclass
@@ -494,6 +495,7 @@ RANGES = {
     "trainer.max_steps": "[1, inf)",
     "trainer.epochs": "[1, inf)",
     "trainer.ckpt_every": "[0, inf)",
+    "trainer.keep_last": "[0, inf)",
     "log.every": "[0, inf)",
     "log.sample_every": "[0, inf)",
     "log.n_samples": "[1, inf)",

@@ -53,6 +53,18 @@ class StopRequested:
 
 
 CADENCES = ("log.every", "log.sample_every", "eval.every", "trainer.ckpt_every")
+# settings a resumed run may change without a word of warning: how long and how it reports
+HARMLESS_ON_RESUME = ("trainer.max_steps", "trainer.epochs", "trainer.ckpt_every",
+                      "trainer.keep_last", "log.", "eval.", "device", "data_dir", "resume")
+
+
+def config_changes(stored: dict, current: dict) -> list[tuple[str, Any, Any]]:
+    """(key, stored value, current value) for every dotted key that differs."""
+    from ganlab.logging import flatten
+
+    old, new = flatten(stored), flatten(current)
+    return [(k, old.get(k, "<absent>"), new.get(k, "<absent>"))
+            for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
 WARMUP_STEPS = 50  # steps left out of steady_steps_per_second (at most a fifth of the run)
 
 
@@ -100,15 +112,29 @@ class Loop:
         }
 
     def save(self) -> None:
+        """checkpoints/last.pt (atomic), and step_<N>.pt for the trainer.keep_last most recent
+        saves. A full disk or a read-only folder is a UserError; last.pt stays as it was."""
         checkpoint.save(self.state(), self.ckpt_path)
+        checkpoint.keep_recent(self.ckpt_path, self.step, int(self.cfg.trainer.keep_last))
 
     def restore(self, path: str) -> None:
         state = checkpoint.load(path)
+        current = OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True)
+        changes = config_changes(state["config"], current)
+        significant = [c for c in changes if not c[0].startswith(HARMLESS_ON_RESUME)]
         try:
             self.family.load_state_dict(state["family"])
         except (RuntimeError, KeyError, ValueError) as e:
             first = str(e).strip().splitlines()[0]
+            if significant:  # name what changed: that is what the user can act on
+                listed = ", ".join(f"{k}: {a} -> {b}" for k, a, b in significant[:6])
+                raise UserError(f"cannot resume {path}: these settings change the networks' "
+                                f"shapes or state ({listed}); resume with the stored values "
+                                "or start a new run") from e
             raise UserError(f"checkpoint {path} does not match this model/config: {first}") from e
+        for key, old, new in changes:
+            level = logging.INFO if key.startswith(HARMLESS_ON_RESUME) else logging.WARNING
+            log.log(level, "resuming with %s changed: %s -> %s", key, old, new)
         self.batches.load_state_dict(state["data"])
         checkpoint.set_rng_state(state["rng"])
         self.step = int(state["step"])
@@ -174,8 +200,13 @@ class Loop:
             previous = self.best["value"]
             if (value >= previous) if mode == "min" else (value <= previous):
                 return
-        self.best = {"metric": name, "mode": mode, "value": value, "step": self.step}
-        checkpoint.save(self.state(), self.best_path)
+        previous_best, self.best = self.best, {"metric": name, "mode": mode, "value": value,
+                                               "step": self.step}
+        try:
+            checkpoint.save(self.state(), self.best_path)  # holds its own "best" entry
+        except BaseException:
+            self.best = previous_best  # best.pt was not written: do not claim it
+            raise
         log.info("best %s so far: %.4g at step %d (saved %s)", name, value, self.step,
                  self.best_path)
 

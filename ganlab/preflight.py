@@ -131,11 +131,14 @@ def _check_names(cfg) -> None:
     check_family_data(cfg)
 
 
+RESUME_AUTO = "auto"  # resume=auto: continue the run dir's own checkpoint when there is one
+
+
 def with_resume(overrides: list[str]) -> list[str]:
     """resume=PATH: the checkpoint's own overrides first, then the new ones, in its run dir."""
     resume = [o for o in overrides if o.startswith("resume=")]
-    if not resume:
-        return overrides
+    if not resume or resume[-1] == f"resume={RESUME_AUTO}":
+        return overrides  # auto: decided in the run dir itself (see train.resume_path)
     path = checkpoint.resolve_path(resume[-1].split("=", 1)[1])
     state = checkpoint.load(path)
     keep = [o for o in overrides if not o.startswith("resume=")]

@@ -11,12 +11,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ganlab.checkpoint import seed_everything
+from ganlab.checkpoint import LAST, seed_everything
 from ganlab.config import CONF_DIR, check_ranges  # importing config registers the schema
 from ganlab.data import build_dataset
 from ganlab.errors import UserError, fail
 from ganlab.families import FAMILIES, check_family_data, check_family_sections
 from ganlab.loop import Loop
+from ganlab.preflight import RESUME_AUTO
 from ganlab.runtime import flush_denormals
 
 log = logging.getLogger("ganlab")
@@ -76,7 +77,20 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, flo
     log.info("model: %s (%s family) on %s; run dir %s", cfg.model.name, cfg.model.family,
              device, run_dir)
     loop = Loop(cfg, family, data, run_dir, overrides)
-    return loop.run(resume=cfg.resume)
+    return loop.run(resume=resume_path(cfg.resume, run_dir))
+
+
+def resume_path(resume: str | None, run_dir: Path) -> str | None:
+    """resume=auto (a requeued cluster job, say): continue this run dir's own checkpoint if
+    it has one, else start fresh."""
+    if resume != RESUME_AUTO:
+        return resume
+    last = run_dir / "checkpoints" / LAST
+    if last.is_file():
+        log.info("resume=auto: continuing %s", last)
+        return str(last)
+    log.info("resume=auto: no checkpoint in %s yet; starting a new run", run_dir)
+    return None
 
 
 def _to_log_file(message: str) -> None:

@@ -1,0 +1,78 @@
+"""resume=auto (preempted cluster jobs) and the stored config compared on resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from conftest import TINY, assert_bad_input, run_cli
+
+from ganlab.loop import config_changes
+
+
+def weights(run_dir):
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    return state["step"], state["family"]["G"]
+
+
+def test_resume_auto_starts_fresh_then_continues_its_own_run_dir(workdir):
+    common = [*TINY, "trainer.ckpt_every=100", "hydra.run.dir=job", "resume=auto"]
+    first = run_cli(["train", *common, "trainer.max_steps=3"], workdir)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "no checkpoint in" in (workdir / "job" / "train.log").read_text()
+    second = run_cli(["train", *common, "trainer.max_steps=6"], workdir)  # requeued, longer
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "resume=auto: continuing" in (workdir / "job" / "train.log").read_text()
+    straight = run_cli(["train", *TINY, "trainer.ckpt_every=100", "trainer.max_steps=6",
+                        "hydra.run.dir=straight"], workdir)
+    assert straight.returncode == 0
+    (step_a, g_a), (step_b, g_b) = weights(workdir / "job"), weights(workdir / "straight")
+    assert step_a == step_b == 6
+    assert all(torch.equal(g_a[k], g_b[k]) for k in g_a)
+
+
+def test_resume_auto_after_a_preemption_signal(workdir):
+    """SIGTERM (what Slurm sends before preempting): the run saves and exits 130; the same
+    command line, run again, finishes the job from there."""
+    args = [*TINY, "trainer.max_steps=400", "trainer.ckpt_every=1000", "log.every=1",
+            "hydra.run.dir=job", "resume=auto"]
+    env = {**os.environ, "GANLAB_DATA": str(workdir / "data")}
+    proc = subprocess.Popen([sys.executable, "-m", "ganlab", "train", *args], cwd=workdir,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = workdir / "job" / "train.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and "step 5/" in log.read_text()):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    stopped, _ = weights(workdir / "job")
+    assert 5 <= stopped < 400
+    again = run_cli(["train", *args], workdir)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert weights(workdir / "job")[0] == 400
+
+
+def test_resume_refuses_a_shape_change_naming_the_keys_and_logs_harmless_ones(workdir):
+    base = [*TINY, "model=dcgan", "model.g_features=8", "model.d_features=8",
+            "hydra.run.dir=run"]
+    assert run_cli(["train", *base], workdir).returncode == 0
+    result = run_cli(["train", "resume=run", "model.g_features=16", "trainer.max_steps=6"],
+                     workdir)
+    assert_bad_input(result, "cannot resume", "model.g_features: 8 -> 16")
+    ok = run_cli(["train", "resume=run", "trainer.max_steps=6", "log.every=2",
+                  "gan.lr_g=1e-4"], workdir)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    text = (workdir / "run" / "train.log").read_text()
+    assert "WARNING" in text and "resuming with gan.lr_g changed: 0.0002 -> 0.0001" in text
+    assert "resuming with log.every changed: 1 -> 2" in text
+
+
+def test_config_changes_lists_every_differing_key():
+    stored = {"model": {"g": 8, "h": [1, 2]}, "log": {"every": 1}}
+    current = {"model": {"g": 16, "h": [1, 2]}, "log": {"every": 1}, "extra": 3}
+    assert config_changes(stored, current) == [("extra", "<absent>", 3), ("model.g", 8, 16)]
