@@ -443,6 +443,9 @@ class TrainerConfig:
     epochs: int | None = None  # when set, overrides max_steps with epochs * batches per epoch
     batch_size: int = 64
     ckpt_every: int = 1000
+    # 32 | bf16 | 16: autocast for the training steps (fp16 with loss scaling); weights and
+    # checkpoints stay fp32; the gradient penalty is always fp32
+    precision: str = "32"
     keep_last: int = 3  # checkpoints/step_<N>.pt of the K most recent saves (0: only last.pt)
 
 
@@ -559,6 +562,7 @@ RANGES = {
 # string keys with a fixed set of values (kept as plain strings in the schema)
 CHOICES = {
     "dataset.split": ("train", "valid", "test", "all"),
+    "trainer.precision": ("32", "bf16", "16"),
 }
 
 

@@ -241,7 +241,9 @@ class Loop:
                     coming, every = self.step + 1, self.every["log.every"]
                     self.family.diagnostics = ((every > 0 and coming % every == 0) or
                                                coming == self.max_steps)
-                    losses = self.family.train_step(batch)
+                    with self.family.amp.autocast():
+                        losses = self.family.train_step(batch)
+                    self.family.amp.update()
                     self.step += 1
                     self._track_finite(losses)
                     bar.update(1)

@@ -111,11 +111,16 @@ class WassersteinGP(Wasserstein):
 
 
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """Gulrajani et al.: E[(||grad D(x_hat)||_2 - 1)^2] on random interpolates x_hat."""
+    """Gulrajani et al.: E[(||grad D(x_hat)||_2 - 1)^2] on random interpolates x_hat.
+
+    Always in fp32, also under mixed precision: the double backward of a half-precision
+    critic loses the small gradient differences the penalty is made of."""
+    real, fake = real.float(), fake.float()
     shape = (real.shape[0],) + (1,) * (real.dim() - 1)
     eps = torch.rand(shape, device=real.device, dtype=real.dtype)
-    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    out = critic(x_hat)
-    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
-    norms = grad.flatten(1).norm(2, dim=1)
-    return ((norms - 1.0) ** 2).mean()
+    with torch.autocast(real.device.type, enabled=False):
+        x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+        out = critic(x_hat).float()
+        (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+        norms = grad.flatten(1).norm(2, dim=1)
+        return ((norms - 1.0) ** 2).mean()

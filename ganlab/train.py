@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from ganlab.amp import Amp
 from ganlab.checkpoint import LAST, seed_everything
 from ganlab.config import CONF_DIR, check_ranges  # importing config registers the schema
 from ganlab.data import build_dataset
@@ -71,6 +72,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, flo
     log.info("data: %s", data.source)
     data = data.to(device)  # the held-out split too
     family = family_cls(cfg, data.spec, device)
+    family.amp = Amp(str(cfg.trainer.precision), device.type)
     if data.heldout is not None:
         log.info("held-out data: %s", data.heldout.source)
         family.use_heldout(data.heldout)

@@ -105,8 +105,8 @@ class AutoencoderFamily(Family):
         if "kl" in terms:
             loss = loss + self.beta * terms["kl"].mean()
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        self.amp.backward(loss)
+        self.amp.step(self.opt)
         out = {f"loss/{k}": v.mean().detach() for k, v in terms.items()}
         out["loss/total"] = loss.detach()
         return out

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import torch
 from omegaconf import OmegaConf
 
+from ganlab.amp import FP32, Amp
 from ganlab.errors import UserError
 from ganlab.registry import Registry
 
@@ -34,6 +35,8 @@ class Family:
     diagnostics: bool = True
     # set by the loop: the run's total number of steps, for families with schedules over it
     run_length: int | None = None
+    # set by the loop: call amp.backward(loss) and amp.step(optimizer) (mixed precision)
+    amp: Amp = FP32
 
     @classmethod
     def wants_heldout(cls, cfg) -> bool:

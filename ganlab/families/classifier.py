@@ -43,8 +43,8 @@ class ClassifierFamily(Family):
         x, y = batch
         out = self.defense.step(self.model, to_float(x, UNIT), y)
         self.opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        self.opt.step()
+        self.amp.backward(out.loss)
+        self.amp.step(self.opt)
         metrics = {"loss/train": out.loss, **out.scalars}
         for kind, logits in out.logits.items():
             name = "accuracy/train" if kind == "clean" else f"accuracy/train_{kind}"

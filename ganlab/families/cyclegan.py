@@ -111,8 +111,8 @@ class CycleGan(Family):
             idt_b = self.lambda_b * self.lambda_identity * F.l1_loss(self.G_AB(b), b)
         else:
             idt_a = idt_b = torch.zeros((), device=a.device)
-        (g_a + g_b + cycle_a + cycle_b + idt_a + idt_b).backward()
-        self.opt_G.step()
+        self.amp.backward(g_a + g_b + cycle_a + cycle_b + idt_a + idt_b)
+        self.amp.step(self.opt_G)
 
         # discriminators, on real images and on (pooled) fakes
         self.D_A.requires_grad_(True)
@@ -123,8 +123,8 @@ class CycleGan(Family):
                      self._adversarial(self.D_A(old_a), real=False))
         d_b = 0.5 * (self._adversarial(self.D_B(b), real=True) +
                      self._adversarial(self.D_B(old_b), real=False))
-        (d_a + d_b).backward()
-        self.opt_D.step()
+        self.amp.backward(d_a + d_b)
+        self.amp.step(self.opt_D)
         self.updates += 1
         losses = {"G_A": g_a, "G_B": g_b, "D_A": d_a, "D_B": d_b, "cycle_A": cycle_a,
                   "cycle_B": cycle_b, "idt_A": idt_a, "idt_B": idt_b}

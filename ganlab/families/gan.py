@@ -232,10 +232,11 @@ class GanFamily(Family):
             loss = loss + self.gp_weight * gp
             out["loss/gp"] = gp
         self.opt_d.zero_grad(set_to_none=True)
-        loss.backward()
+        self.amp.backward(loss)
         if self.diagnostics:
+            self.amp.unscale(self.opt_d)
             out["grad_norm/D"] = total_grad_norm(self.D)
-        self.opt_d.step()
+        self.amp.step(self.opt_d)
         if self.clip_value:
             with torch.no_grad():
                 for p in self.D.parameters():
@@ -252,12 +253,13 @@ class GanFamily(Family):
         targets = Targets(real=self.real_label, fake=self.fake_label)
         loss = self.loss.g_loss(self._d(fake, labels), targets)
         self.opt_g.zero_grad(set_to_none=True)
-        loss.backward()
+        self.amp.backward(loss)
         self.D.requires_grad_(True)
         out = {"loss/G": loss}
         if self.diagnostics:
+            self.amp.unscale(self.opt_g)
             out["grad_norm/G"] = total_grad_norm(self.G)
-        self.opt_g.step()
+        self.amp.step(self.opt_g)
         if self.G_ema is not None:
             ema_update(self.G_ema, self.G, self.ema_decay)
         return out
