@@ -471,13 +471,13 @@ def test_gan_section_under_a_classifier_is_an_error() -> None:
     message = str(err.value)
     # the group choice is named either as typed (loss=wgan_gp) or by its keys (loss.name)
     assert re.search(r"loss(=wgan_gp|\.name)", message), message
-    assert "gan family" in message and "model=lenet" in message and "\n" not in message
+    assert "gan and progan families" in message and "model=lenet" in message and "\n" not in message
 
 
 def test_changed_gan_key_under_a_classifier_is_named() -> None:
-    with pytest.raises(UserError, match=r"loss\.gp_weight.*gan family"):
+    with pytest.raises(UserError, match=r"loss\.gp_weight.*gan and progan families"):
         check_family_sections(compose_cfg("model=softmax", "loss.gp_weight=5"))
-    with pytest.raises(UserError, match=r"gan\.d_steps.*gan family"):
+    with pytest.raises(UserError, match=r"gan\.d_steps.*gan and progan families"):
         check_family_sections(compose_cfg("model=mlp", "gan.d_steps=2"))
 
 

@@ -160,7 +160,7 @@ def test_latent_and_vae_bad_input(digits_vae, workdir):
                      "needs an autoencoder or VAE")
     for args, fragment in [
         (["model=ae", "vae.beta=4"], "apply to VAEs"),
-        (["model=vae", "loss=wgan"], "loss=wgan applies to the gan family"),
+        (["model=vae", "loss=wgan"], "loss=wgan applies to the gan and progan families"),
         (["model=vae", "vae.beta=-1"], "vae.beta=-1"),
         (["model=vae", "vae.likelihood=poisson"], "likelihood"),
         (["model=dcgan", "vae.beta=2"],

@@ -21,6 +21,7 @@ from ganlab.attacks.gradient import eval_mode
 from ganlab.config import LenetConfig, MlpClassifierConfig, SubstituteArchitecture
 from ganlab.data.base import DataSpec
 from ganlab.models.classifiers import build_lenet, build_mlp
+from ganlab.optim import adam
 
 log = logging.getLogger("ganlab")
 
@@ -79,7 +80,7 @@ def train_substitute(oracle: Callable[[torch.Tensor], torch.Tensor], seed_x: tor
     else:
         model = build_mlp(OmegaConf.structured(MlpClassifierConfig(hidden=list(cfg.hidden))), spec)
     model = model.to(seed_x.device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = adam(model.parameters(), lr=cfg.lr)
     x, y = seed_x, oracle(seed_x)
     queries = len(x)
     for rho in range(cfg.rounds):

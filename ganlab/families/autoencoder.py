@@ -18,6 +18,7 @@ from ganlab.errors import UserError
 from ganlab.families.base import FAMILIES, Family
 from ganlab.images import UNIT, make_grid, to_float, to_uint8
 from ganlab.models import MODELS
+from ganlab.optim import adam
 
 SHOWN = 32  # held-out images in the reconstruction grid
 INTERPOLATION_ROWS, INTERPOLATION_STEPS = 4, 10
@@ -63,7 +64,7 @@ class AutoencoderFamily(Family):
         self.encoder, self.decoder = nets.encoder.to(device), nets.decoder.to(device)
         self.latent_dim = nets.latent_dim
         params = [*self.encoder.parameters(), *self.decoder.parameters()]
-        self.opt = torch.optim.Adam(params, lr=v.lr)
+        self.opt = adam(params, lr=v.lr)
         self.beta = float(v.beta)
         self.likelihood = resolve_likelihood(v.likelihood, spec)
         self.gaussian_std = float(v.gaussian_std)

@@ -15,6 +15,7 @@ from ganlab.families.base import FAMILIES, Family
 from ganlab.images import UNIT, make_grid, to_float, to_uint8
 from ganlab.metrics.robustness import evaluate_attack
 from ganlab.models import MODELS
+from ganlab.optim import adam
 
 SHOWN_EXAMPLES = 16  # held-out images in the clean-vs-adversarial grid
 
@@ -30,7 +31,7 @@ class ClassifierFamily(Family):
         self.device = device
         self.model = MODELS.get(cfg.model.name)(cfg.model, spec).to(device)
         c = cfg.classifier
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        self.opt = adam(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         self.defense = DEFENSES.get(cfg.defense.name)(cfg.defense)
         # AttackMethod(...): a config read back from a checkpoint holds plain strings
         self.eval_method, self.eval_eps = AttackMethod(c.eval_attack).value, float(c.eval_eps)

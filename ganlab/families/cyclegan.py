@@ -32,6 +32,7 @@ from ganlab.families.pool import ImagePool
 from ganlab.images import SYMMETRIC, make_grid, to_float, to_uint8
 from ganlab.models import MODELS
 from ganlab.models.cyclegan import check_cyclegan_config, size_multiple
+from ganlab.optim import adam
 from ganlab.schedules import linear_decay
 
 SHOWN = 8  # test images per direction in the logged grids
@@ -55,10 +56,10 @@ class CycleGan(Family):
         self.D_A, self.D_B = nets.D_A.to(device), nets.D_B.to(device)
         self.generator_name = nets.generator_name
         betas = tuple(c.betas)
-        self.opt_G = torch.optim.Adam(
-            itertools.chain(self.G_AB.parameters(), self.G_BA.parameters()), lr=c.lr, betas=betas)
-        self.opt_D = torch.optim.Adam(
-            itertools.chain(self.D_A.parameters(), self.D_B.parameters()), lr=c.lr, betas=betas)
+        self.opt_G = adam(itertools.chain(self.G_AB.parameters(), self.G_BA.parameters()),
+                          lr=c.lr, betas=betas)
+        self.opt_D = adam(itertools.chain(self.D_A.parameters(), self.D_B.parameters()),
+                          lr=c.lr, betas=betas)
         self.pool_A, self.pool_B = ImagePool(c.pool_size), ImagePool(c.pool_size)
         self.lr, self.decay_start = float(c.lr), float(c.decay_start)
         self.lambda_a, self.lambda_b = float(c.lambda_a), float(c.lambda_b)

@@ -27,6 +27,7 @@ from ganlab.images import make_grid, to_float, to_uint8
 from ganlab.losses import LOSSES, Targets, gradient_penalty
 from ganlab.models import MODELS
 from ganlab.models.base import DiscriminatorOptions
+from ganlab.optim import adam
 
 log = logging.getLogger("ganlab")
 
@@ -46,7 +47,7 @@ def make_optimizer(params, cfg_gan, lr: float) -> torch.optim.Optimizer:
         return torch.optim.RMSprop(params, lr=lr)
     if len(cfg_gan.betas) != 2:
         raise UserError(f"gan.betas needs two numbers, got {list(cfg_gan.betas)}")
-    return torch.optim.Adam(params, lr=lr, betas=tuple(cfg_gan.betas))
+    return adam(params, lr=lr, betas=tuple(cfg_gan.betas))
 
 
 def add_spectral_norm(module: nn.Module) -> None:
