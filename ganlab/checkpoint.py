@@ -23,7 +23,7 @@ VERSION = 1
 LAST = "last.pt"  # always the latest state: what resume and every command read
 BEST = "best.pt"  # the state at the best evaluation of the primary metric
 STEP = "step_{}.pt"  # the trainer.keep_last most recent saves, as hard links (or copies)
-TMP_SUFFIX = ".tmp"  # <name>.tmp: a file being written; never read, replaced or removed later
+TMP_SUFFIX = ".tmp"  # <name>.tmp: a file being written; never read; the next save removes it
 _STEP_NAME = re.compile(r"step_(\d+)\.pt")
 
 
@@ -61,14 +61,17 @@ def save(state: dict[str, Any], path: Path) -> None:
 
 
 def keep_recent(last: Path, step: int, keep: int) -> None:
-    """After a save of last.pt at `step`: step_<step>.pt beside it, and only the `keep` most
-    recent step files (by step) kept; keep=0 keeps none. A step file is a hard link to the file
+    """After a save of last.pt at `step`: step_<step>.pt beside it, and only the step files of
+    the `keep` most recent saves kept (keep=0: none). A step file is a hard link to the file
     just written (a copy where the filesystem has no hard links): every save writes a new file
-    and renames it over last.pt, so a linked file is never modified afterwards."""
+    and renames it over last.pt, so a linked file is never modified afterwards.
+
+    "Most recent" is by time written, the step breaking ties: a run resumed from an earlier
+    step_<N>.pt keeps its new saves, and the abandoned later ones go first."""
     last = Path(last)
     folder = last.parent
+    target = folder / STEP.format(step)
     if keep > 0:
-        target = folder / STEP.format(step)
         if not (target.exists() and os.path.samefile(last, target)):
             tmp = target.with_name(target.name + TMP_SUFFIX)
             with _write_errors(target, tmp):
@@ -82,7 +85,9 @@ def keep_recent(last: Path, step: int, keep: int) -> None:
                         os.fsync(dst.fileno())
                 os.replace(tmp, target)
                 _fsync_dir(folder)
-    for _, old in step_checkpoints(folder)[: -keep if keep > 0 else None]:
+    others = [(_mtime(p), n, p) for n, p in step_checkpoints(folder) if p != target]
+    others.sort(reverse=True)  # newest first
+    for _, _, old in others[keep - 1 if keep > 0 else 0 :]:
         try:
             old.unlink()
         except FileNotFoundError:
@@ -101,6 +106,13 @@ def step_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
 @contextmanager
 def _write_errors(path: Path, tmp: Path) -> Iterator[None]:
     """OSError while writing `path` (through `tmp`) -> UserError naming path; tmp removed."""
@@ -117,6 +129,8 @@ def _write_errors(path: Path, tmp: Path) -> Iterator[None]:
 def _os_error_in(error: BaseException) -> OSError | None:
     """The OSError behind an error: torch.save reports a failed write (ENOSPC, say) as a
     RuntimeError ("unexpected pos ...") raised while the OSError is being handled."""
+    if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit
+        return None
     seen = 0
     while error is not None and seen < 5:
         if isinstance(error, OSError):

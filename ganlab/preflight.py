@@ -9,6 +9,7 @@ It also turns `resume=PATH` into a continuation of that run: the run's own overr
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -151,6 +152,19 @@ def with_resume(overrides: list[str]) -> list[str]:
     return result
 
 
+def _check_writable(overrides: list[str]) -> None:
+    """The run dir's nearest existing folder must be writable: otherwise Hydra fails with a
+    traceback while creating it, before any of ganlab's code runs."""
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir=")]
+    target = Path(given[-1]) if given else Path("outputs")
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot create the run dir {target}: {existing} is not writable; "
+                        "run from a writable folder or choose another hydra.run.dir")
+
+
 def _refuse_to_overwrite(overrides: list[str]) -> None:
     """A fresh run pointed at a run dir that holds a checkpoint would overwrite it."""
     if any(o.startswith("resume=") for o in overrides):
@@ -213,4 +227,5 @@ def prepare_train_args(args: list[str]) -> list[str]:
     overrides = with_model_defaults(with_resume(overrides))
     check_overrides(overrides)
     _refuse_to_overwrite(overrides)
+    _check_writable(overrides)
     return flags + overrides

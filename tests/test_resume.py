@@ -76,3 +76,21 @@ def test_config_changes_lists_every_differing_key():
     stored = {"model": {"g": 8, "h": [1, 2]}, "log": {"every": 1}}
     current = {"model": {"g": 16, "h": [1, 2]}, "log": {"every": 1}, "extra": 3}
     assert config_changes(stored, current) == [("extra", "<absent>", 3), ("model.g", 8, 16)]
+
+
+def test_a_run_dir_that_cannot_be_created_is_one_error_line(workdir, monkeypatch):
+    from ganlab import preflight
+    from ganlab.errors import UserError
+
+    locked = workdir / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(preflight.os, "access",  # root ignores chmod: say no for this folder
+                        lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
+    try:
+        preflight._check_writable([f"hydra.run.dir={locked / 'a' / 'b'}"])
+    except UserError as e:
+        assert f"cannot create the run dir {locked / 'a' / 'b'}: {locked} is not writable" in str(e)
+    else:
+        raise AssertionError("no error")
+    preflight._check_writable([f"hydra.run.dir={workdir / 'fine'}"])  # writable: no error
