@@ -44,7 +44,8 @@ def test_every_defence_trains_and_logs_heldout_accuracy(workdir, defense):
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
-    (["model=lenet", "loss=wgan_gp"], "loss=wgan_gp applies to the gan and progan families, not to model=lenet"),
+    (["model=lenet", "loss=wgan_gp"],
+     "loss=wgan_gp applies to the gan and progan families, not to model=lenet"),
     (["model=dcgan", "defense=fgsm"], "defense=fgsm applies to the classifier family"),
     (["model=lenet", "dataset=ring"], "classifies images"),
     (["model=lenet", "defense=pgdd"], "unknown defense 'pgdd'"),

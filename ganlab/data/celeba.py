@@ -18,7 +18,13 @@ import torch
 from torchvision import datasets
 
 from ganlab.data.base import DATASETS, TEST_SPLITS, DataSpec, InMemoryDataset
-from ganlab.data.imagefiles import decode_all, list_images, read_cache, write_cache
+from ganlab.data.imagefiles import (
+    count_unreadable,
+    decode_all,
+    list_images,
+    read_cache,
+    write_cache,
+)
 from ganlab.errors import UserError
 
 log = logging.getLogger("ganlab")
@@ -159,14 +165,9 @@ def _build_blob(cfg, root: Path, split: str, n_files: int, listing: list[str]) -
     attr_names, y = _read_attributes(root / ATTR_FILE, names) if cfg.attributes else ([], None)
 
     x, ok = decode_all(folder, names, cfg.image_size, crop=cfg.crop, what="celeba")
-    skipped = len(names) - int(ok.sum())
-    if skipped == len(names):
-        raise UserError(f"none of the {len(names):,} images from {where} could be read from "
-                        f"{folder} (first: {names[0]}); replace them with the original files")
+    skipped = count_unreadable(names, ok, folder, "celeba",
+                               f"replace them with the original files ({where})")
     if skipped:
-        first = names[int((~ok).nonzero()[0, 0])]
-        log.warning("celeba: skipped %s of %s images in %s that are missing or unreadable "
-                    "(first: %s)", f"{skipped:,}", f"{len(names):,}", folder, first)
         x = x[ok]
         y = y[ok] if y is not None else None
     return {"x": x.contiguous(), "y": y, "attributes": attr_names, "files": n_files,

@@ -81,6 +81,23 @@ def decode_all(folder: Path, names: list[str], size: int, crop: int | None = Non
     return x, ok
 
 
+def count_unreadable(names: list[str], ok: torch.Tensor, folder: Path, what: str,
+                     remedy: str) -> int:
+    """How many of `names` could not be decoded (logged with the first one); none readable
+    at all is a UserError ending in `remedy`."""
+    from ganlab.errors import UserError
+
+    skipped = len(names) - int(ok.sum())
+    if skipped == len(names):
+        raise UserError(f"none of the {len(names):,} images in {folder} could be read "
+                        f"(first: {names[0]}); {remedy}")
+    if skipped:
+        first = names[int((~ok).nonzero()[0, 0])]
+        log.warning("%s: skipped %s of %s images in %s that are missing or unreadable "
+                    "(first: %s)", what, f"{skipped:,}", f"{len(names):,}", folder, first)
+    return skipped
+
+
 def write_cache(path: Path, blob: dict[str, Any], what: str) -> None:
     """Atomic: a crash mid-write leaves no truncated cache; a failure only costs time later."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")

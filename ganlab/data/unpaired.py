@@ -19,7 +19,13 @@ from PIL import Image
 
 from ganlab.data.base import DATASETS, HELDOUT_FRACTION, HELDOUT_SEED, DataSpec
 from ganlab.data.download import Archive, DownloadError, extract_zip, fetch
-from ganlab.data.imagefiles import decode_all, list_images, read_cache, write_cache
+from ganlab.data.imagefiles import (
+    count_unreadable,
+    decode_all,
+    list_images,
+    read_cache,
+    write_cache,
+)
 from ganlab.errors import UserError
 from ganlab.images import resize_uint8
 
@@ -190,14 +196,7 @@ def _read_domain(folder: Path, size: int, channels: int, max_images: int | None,
     names = list_images(folder)[:max_images]
     # the reference resizes with bicubic interpolation to a square, whatever the aspect
     x, ok = decode_all(folder, names, size, channels=channels, resample=Image.BICUBIC, what=what)
-    skipped = len(names) - int(ok.sum())
-    if skipped == len(names):
-        raise UserError(f"none of the {len(names):,} images in {folder} could be read "
-                        f"(first: {names[0]}); replace them with readable image files")
-    if skipped:
-        first = names[int((~ok).nonzero()[0, 0])]
-        log.warning("%s: skipped %d of %d images in %s that are corrupt or unreadable "
-                    "(first: %s)", what, skipped, len(names), folder, first)
+    skipped = count_unreadable(names, ok, folder, what, "replace them with readable image files")
     return x[ok].contiguous(), skipped
 
 
