@@ -115,12 +115,13 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Te
 
     Always in fp32, also under mixed precision: the double backward of a half-precision
     critic loses the small gradient differences the penalty is made of."""
-    real, fake = real.float(), fake.float()
+    dtype = torch.promote_types(real.dtype, torch.float32)  # bf16/fp16 -> fp32; fp64 stays
+    real, fake = real.to(dtype), fake.to(dtype)
     shape = (real.shape[0],) + (1,) * (real.dim() - 1)
     eps = torch.rand(shape, device=real.device, dtype=real.dtype)
     with torch.autocast(real.device.type, enabled=False):
         x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-        out = critic(x_hat).float()
+        out = critic(x_hat).to(dtype)
         (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
         norms = grad.flatten(1).norm(2, dim=1)
         return ((norms - 1.0) ** 2).mean()

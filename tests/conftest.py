@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,26 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Comp
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, "-m", "ganlab", *args], check=False, cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def signal_training(args: list[str], cwd: Path, ready, sig: int = signal.SIGINT,
+                    timeout: float = 120) -> tuple[int, str]:
+    """Start `python -m ganlab train ARGS`, send `sig` once ready() holds (polled), and
+    return its exit code and stderr."""
+    env = {**os.environ, "GANLAB_DATA": str(cwd / "data")}
+    proc = subprocess.Popen([sys.executable, "-m", "ganlab", "train", *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def log_shows(log: Path, text: str):
+    """A ready() for signal_training: the run's train.log contains `text`."""
+    return lambda: log.exists() and text in log.read_text()
 
 
 def read_events(tb_dir: Path):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, run_cli
+from conftest import TINY, run_cli, signal_training
 from omegaconf import OmegaConf
 
 from ganlab import checkpoint
@@ -252,17 +252,17 @@ def test_kill_9_during_writes_never_leaves_last_unreadable(tmp_path):
 def test_kill_9_during_training_then_resume(workdir):
     args = [*TINY, "trainer.max_steps=100000", "trainer.ckpt_every=1", "log.sample_every=0",
             "hydra.run.dir=run"]
-    env = {**os.environ, "GANLAB_DATA": str(workdir / "data")}
-    proc = subprocess.Popen([sys.executable, "-m", "ganlab", "train", *args], cwd=workdir,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     folder = workdir / "run" / "checkpoints"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (folder / "step_3.pt").exists():
-        time.sleep(0.02)
-    time.sleep(random.Random(2).uniform(0.0, 0.2))
-    proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, err[-2000:]
+    delay = random.Random(2).uniform(0.0, 0.2)
+
+    def saved_thrice() -> bool:  # then a random moment later, maybe mid-write
+        if not (folder / "step_3.pt").exists():
+            return False
+        time.sleep(delay)
+        return True
+
+    code, err = signal_training(args, workdir, saved_thrice, signal.SIGKILL)
+    assert code == -signal.SIGKILL, err[-2000:]
     killed_at = checkpoint.load(folder / "last.pt")["step"]
     assert killed_at >= 3
     for step, path in checkpoint.step_checkpoints(folder):  # none of them half-written

@@ -5,18 +5,13 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import signal
-import subprocess
-import sys
-import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import assert_bad_input, read_events, run_cli
+from conftest import assert_bad_input, log_shows, read_events, run_cli, signal_training
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -350,17 +345,9 @@ def test_resume_after_an_interruption_gives_the_same_weights_and_pools(tmp_path,
               "eval.every=0", "log.every=1", "trainer.max_steps=24"]
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert run_cli(["train", *common, f"hydra.run.dir={straight}"], tmp_path).returncode == 0
-    env = {**os.environ, "GANLAB_DATA": str(tmp_path / "data")}
-    proc = subprocess.Popen([sys.executable, "-m", "ganlab", "train", *common,
-                             f"hydra.run.dir={split}"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = split / "train.log"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (log.exists() and "step 8/" in log.read_text()):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    code, err = signal_training([*common, f"hydra.run.dir={split}"], tmp_path,
+                                log_shows(split / "train.log", "step 8/"))
+    assert code == 130, err[-2000:]
     stopped = torch.load(split / "checkpoints" / "last.pt", weights_only=True)
     assert 8 <= stopped["step"] < 24 and stopped["family"]["pool_A"]["images"].shape[0] == 3
     resumed = run_cli(["train", f"resume={split}"], tmp_path)

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
-
 import pytest
 import torch
-from conftest import TINY, run_cli
+from conftest import TINY, log_shows, run_cli, signal_training
 from omegaconf import OmegaConf
 
 from ganlab import checkpoint
@@ -93,15 +88,9 @@ def test_resume_is_bit_exact(workdir):
 def test_sigint_saves_a_checkpoint_and_exits_130(workdir):
     args = [*TINY, "trainer.max_steps=100000", "trainer.ckpt_every=100000", "log.every=1",
             "hydra.run.dir=run"]
-    proc = subprocess.Popen([sys.executable, "-m", "ganlab", "train", *args], cwd=workdir,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = workdir / "run" / "train.log"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (log.exists() and "step 3/" in log.read_text()):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
+    code, err = signal_training(args, workdir, log_shows(workdir / "run" / "train.log",
+                                                         "step 3/"))
+    assert code == 130, err[-3000:]
     state = torch.load(workdir / "run/checkpoints/last.pt", weights_only=True)
     assert state["step"] >= 3
     assert "Traceback" not in err

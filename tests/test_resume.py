@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import torch
-from conftest import TINY, assert_bad_input, run_cli
+from conftest import TINY, assert_bad_input, log_shows, run_cli, signal_training
 
 from ganlab.loop import config_changes
 
@@ -40,16 +37,9 @@ def test_resume_auto_after_a_preemption_signal(workdir):
     command line, run again, finishes the job from there."""
     args = [*TINY, "trainer.max_steps=400", "trainer.ckpt_every=1000", "log.every=1",
             "hydra.run.dir=job", "resume=auto"]
-    env = {**os.environ, "GANLAB_DATA": str(workdir / "data")}
-    proc = subprocess.Popen([sys.executable, "-m", "ganlab", "train", *args], cwd=workdir,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = workdir / "job" / "train.log"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (log.exists() and "step 5/" in log.read_text()):
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    ready = log_shows(workdir / "job" / "train.log", "step 5/")
+    code, err = signal_training(args, workdir, ready, signal.SIGTERM)
+    assert code == 130, err[-2000:]
     stopped, _ = weights(workdir / "job")
     assert 5 <= stopped < 400
     again = run_cli(["train", *args], workdir)
