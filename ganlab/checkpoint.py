@@ -255,6 +255,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def with_current_defaults(stored: dict):
+    """A checkpoint's config over today's schema: sections and keys added since the run was
+    trained (gan.ema, trainer.precision, ...) get their defaults instead of failing."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ganlab.config import Config
+
+    try:
+        return OmegaConf.merge(OmegaConf.structured(Config), stored)
+    except OmegaConfBaseException:  # a key the schema no longer has: read it as it was
+        return OmegaConf.create(stored)
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
                     config_overrides: dict | None = None):
     """The trained family of a checkpoint, networks in eval mode (`.G`/`.D` for GANs).
@@ -270,7 +284,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
 
     flush_denormals()  # as in training: denormals slow CPU inference by up to 100x
     state = load(path, map_location=device)
-    cfg = OmegaConf.create(state["config"])
+    cfg = with_current_defaults(state["config"])
     if config_overrides:
         cfg = OmegaConf.merge(cfg, config_overrides)
     family = FAMILIES.get(cfg.model.family)(cfg, DataSpec.from_dict(state["spec"]),

@@ -84,3 +84,28 @@ def test_a_run_dir_that_cannot_be_created_is_one_error_line(workdir, monkeypatch
     else:
         raise AssertionError("no error")
     preflight._check_writable([f"hydra.run.dir={workdir / 'fine'}"])  # writable: no error
+
+
+def test_a_checkpoint_from_before_newer_config_keys_still_loads(tmp_path):
+    """Runs trained before gan.ema, gan.history, trainer.precision ... existed."""
+    from omegaconf import OmegaConf
+
+    from ganlab import checkpoint
+    from ganlab.config import Config, MlpGanConfig, SyntheticDatasetConfig
+    from ganlab.data.base import DataSpec
+    from ganlab.families.gan import GanFamily
+
+    cfg = OmegaConf.structured(Config(dataset=SyntheticDatasetConfig(), model=MlpGanConfig()))
+    spec = DataSpec("synthetic", "image", (1, 28, 28), num_classes=10)
+    family = GanFamily(cfg, spec, torch.device("cpu"))
+    old = OmegaConf.to_container(cfg, enum_to_str=True)
+    for key in ("ema", "history", "minibatch_std", "instance_noise", "spectral_norm"):
+        del old["gan"][key]
+    del old["trainer"]["precision"]
+    del old["cyclegan"]
+    path = tmp_path / "old.pt"
+    checkpoint.save({"step": 3, "config": old, "spec": spec.to_dict(),
+                     "family": family.state_dict()}, path)
+    loaded = checkpoint.load_checkpoint(path)
+    assert loaded.step == 3 and loaded.G_ema is None and loaded.config.gan.ema == 0.0
+    assert torch.equal(loaded.generate(torch.zeros(1, 100)), family.generate(torch.zeros(1, 100)))
