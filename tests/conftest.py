@@ -53,6 +53,28 @@ def log_shows(log: Path, text: str):
     return lambda: log.exists() and text in log.read_text()
 
 
+def tiny_loop(run_dir: Path, family, eval_every: int = 0, **trainer):
+    """A Loop over 16 random 4x4 images (batch 4, checkpoints every 2 steps) driving a stand-in
+    family in-process; `trainer` overrides trainer.* keys."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from ganlab.config import Config, SyntheticDatasetConfig
+    from ganlab.data.base import DataSpec, InMemoryDataset
+    from ganlab.loop import Loop
+
+    cfg = OmegaConf.structured(Config(dataset=SyntheticDatasetConfig(), model={"name": "x"}))
+    cfg.trainer.batch_size = 4
+    cfg.trainer.ckpt_every = 2
+    cfg.log.progress = False
+    cfg.log.sample_every = 0
+    cfg.eval.every = eval_every
+    cfg.trainer.update(trainer)
+    data = InMemoryDataset(DataSpec("synthetic", "image", (1, 4, 4)),
+                           torch.randint(0, 255, (16, 1, 4, 4), dtype=torch.uint8))
+    return Loop(cfg, family, data, run_dir, overrides=[])
+
+
 def read_events(tb_dir: Path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -16,12 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, run_cli, signal_training
-from omegaconf import OmegaConf
+from conftest import TINY, run_cli, signal_training, tiny_loop
 
 from ganlab import checkpoint
-from ganlab.config import Config, SyntheticDatasetConfig
-from ganlab.data.base import DataSpec, InMemoryDataset
 from ganlab.errors import UserError
 from ganlab.families.base import Family
 from ganlab.loop import Loop
@@ -56,16 +53,7 @@ class StepFamily(Family):
 
 
 def make_loop(run_dir: Path, family: Family, eval_every: int = 0, **trainer) -> Loop:
-    cfg = OmegaConf.structured(Config(dataset=SyntheticDatasetConfig(), model={"name": "x"}))
-    cfg.trainer.batch_size = 4
-    cfg.trainer.ckpt_every = 2
-    cfg.log.progress = False
-    cfg.log.sample_every = 0
-    cfg.eval.every = eval_every
-    cfg.trainer.update(trainer)
-    data = InMemoryDataset(DataSpec("synthetic", "image", (1, 4, 4)),
-                           torch.randint(0, 255, (16, 1, 4, 4), dtype=torch.uint8))
-    return Loop(cfg, family, data, run_dir, overrides=[])
+    return tiny_loop(run_dir, family, eval_every, **trainer)
 
 
 def names(folder: Path) -> list[str]:

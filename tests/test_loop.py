@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY, log_shows, run_cli, signal_training
-from omegaconf import OmegaConf
+from conftest import TINY, log_shows, run_cli, signal_training, tiny_loop
 
 from ganlab import checkpoint
-from ganlab.config import Config, SyntheticDatasetConfig
-from ganlab.data.base import DataSpec, InMemoryDataset
 from ganlab.errors import UserError
 from ganlab.families.base import Family
 from ganlab.loop import Loop
@@ -38,14 +35,7 @@ class CountingFamily(Family):
 
 
 def _loop(tmp_path, family, **trainer) -> Loop:
-    cfg = OmegaConf.structured(Config(dataset=SyntheticDatasetConfig(), model={"name": "x"}))
-    cfg.trainer.batch_size = 4
-    cfg.trainer.ckpt_every = 2
-    cfg.log.progress = False
-    cfg.trainer.update(trainer)
-    data = InMemoryDataset(DataSpec("synthetic", "image", (1, 4, 4)),
-                           torch.randint(0, 255, (16, 1, 4, 4), dtype=torch.uint8))
-    return Loop(cfg, family, data, tmp_path, overrides=[])
+    return tiny_loop(tmp_path, family, **trainer)
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
