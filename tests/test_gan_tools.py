@@ -131,13 +131,16 @@ def test_ema_generator_is_averaged_used_for_samples_and_saved():
 
 def test_history_pool_feeds_the_discriminator_and_is_checkpointed():
     fam = family(history=20)
-    seen = []
-    forward = fam.D.forward
+    seen, asked, given = [], [], []
+    forward, query = fam.D.forward, fam.history.query
     fam.D.forward = lambda x: (seen.append(x.detach().clone()), forward(x))[1]
+    fam.history.query = lambda x: (asked.append(x.clone()), given.append(query(x)), given[-1])[2]
     for i in range(4):
         fam.train_step(batch(8, seed=i))
     assert fam.history.count == 20  # 4 steps x 8 fakes, capped at 20
-    # the fakes D judged in the last D step: some from earlier steps (older G)
+    # the last D step judged the pool's answer, in which some fakes are older ones
+    assert any(torch.equal(x, given[-1]) for x in seen)
+    assert not torch.equal(asked[-1], given[-1])
     state = fam.state_dict()
     assert state["history"]["images"].shape == (20, 1, 28, 28)
     restored = family(history=20)
