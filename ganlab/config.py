@@ -447,6 +447,11 @@ class TrainerConfig:
     # checkpoints stay fp32; the gradient penalty is always fp32
     precision: str = "32"
     keep_last: int = 3  # checkpoints/step_<N>.pt of the K most recent saves (0: only last.pt)
+    # speed switches; none changes what is saved: checkpoints load with any of them
+    compile: bool = False  # torch.compile the networks (the first steps pay the compile time)
+    channels_last: bool = False  # NHWC memory format for image networks (faster convs on GPUs)
+    # under torchrun: BatchNorm statistics over the global batch instead of each process's
+    sync_batchnorm: bool = False
 
 
 @dataclass

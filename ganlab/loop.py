@@ -55,7 +55,8 @@ class StopRequested:
 CADENCES = ("log.every", "log.sample_every", "eval.every", "trainer.ckpt_every")
 # settings a resumed run may change without a word of warning: how long and how it reports
 HARMLESS_ON_RESUME = ("trainer.max_steps", "trainer.epochs", "trainer.ckpt_every",
-                      "trainer.keep_last", "log.", "eval.", "device", "data_dir", "resume")
+                      "trainer.keep_last", "trainer.compile", "trainer.channels_last", "log.",
+                      "eval.", "device", "data_dir", "resume")
 
 
 def config_changes(stored: dict, current: dict) -> list[tuple[str, Any, Any]]:
