@@ -4,6 +4,8 @@ The loop runs each train_step under `autocast()`; a family calls `backward(loss)
 `step(optimizer)` instead of `loss.backward()` and `optimizer.step()`, so fp16's loss scaling
 (a GradScaler: fp16 gradients underflow without it) needs no code of its own in a family, and
 bf16 or fp32 pass straight through. Checkpoints hold fp32 weights whatever the precision.
+Under torchrun the same two calls average the gradients over the processes before a step
+(ganlab/distributed.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ DTYPES = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 
 
 class Amp:
-    def __init__(self, precision: str = "32", device_type: str = "cpu") -> None:
+    def __init__(self, precision: str = "32", device_type: str = "cpu", replicas=None) -> None:
         if precision not in DTYPES:
             from ganlab.errors import UserError
 
@@ -26,6 +28,13 @@ class Amp:
         self.dtype = DTYPES[precision]
         self.device_type = device_type
         self.scaler = (torch.amp.GradScaler(device_type) if precision == "16" else None)
+        self.replicas = replicas  # a distributed.Replicas under torchrun, else None
+        self._averaged: set[int] = set()  # optimizers whose gradients are averaged already
+
+    def _average(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.replicas is not None and id(optimizer) not in self._averaged:
+            self.replicas.average_gradients(optimizer)
+            self._averaged.add(id(optimizer))
 
     def autocast(self):
         """The context a training step runs in (a no-op at fp32)."""
@@ -38,10 +47,13 @@ class Amp:
 
     def unscale(self, optimizer: torch.optim.Optimizer) -> None:
         """Gradients in true units before reading them (grad norms); at most once per step."""
+        self._average(optimizer)  # the norm of the gradient the step will apply
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
+        self._average(optimizer)
+        self._averaged.discard(id(optimizer))
         if self.scaler is not None:
             self.scaler.step(optimizer)  # skipped when the gradients overflowed
         else:

@@ -450,6 +450,7 @@ class TrainerConfig:
     # speed switches; none changes what is saved: checkpoints load with any of them
     compile: bool = False  # torch.compile the networks (the first steps pay the compile time)
     channels_last: bool = False  # NHWC memory format for image networks (faster convs on GPUs)
+    cudnn_benchmark: bool = True  # CUDA: time cuDNN's algorithms once, use the fastest
     # under torchrun: BatchNorm statistics over the global batch instead of each process's
     sync_batchnorm: bool = False
 

@@ -87,3 +87,22 @@ class RunLogger:
         self.writer.close()
         self.steps_log.removeHandler(self._file)
         self._file.close()
+
+
+class NullLogger:
+    """What the processes other than rank 0 log under torchrun: nothing."""
+
+    def config_text(self) -> None:
+        pass
+
+    def scalars(self, values: Mapping[str, float], step: int, total: int) -> None:
+        pass
+
+    def images(self, images: Mapping[str, torch.Tensor], step: int) -> None:
+        pass
+
+    def final(self, metrics: Mapping[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

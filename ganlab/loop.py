@@ -20,9 +20,10 @@ from tqdm import tqdm
 
 from ganlab import checkpoint
 from ganlab.data.base import Batches, InMemoryDataset
+from ganlab.distributed import Replicas, ShardedBatches
 from ganlab.errors import EXIT_INTERRUPTED, UserError
 from ganlab.families.base import Family
-from ganlab.logging import RunLogger
+from ganlab.logging import NullLogger, RunLogger
 from ganlab.metrics import primary_metric
 
 log = logging.getLogger("ganlab")
@@ -55,8 +56,9 @@ class StopRequested:
 CADENCES = ("log.every", "log.sample_every", "eval.every", "trainer.ckpt_every")
 # settings a resumed run may change without a word of warning: how long and how it reports
 HARMLESS_ON_RESUME = ("trainer.max_steps", "trainer.epochs", "trainer.ckpt_every",
-                      "trainer.keep_last", "trainer.compile", "trainer.channels_last", "log.",
-                      "eval.", "device", "data_dir", "resume")
+                      "trainer.keep_last", "trainer.compile", "trainer.channels_last",
+                      "trainer.cudnn_benchmark", "log.", "eval.", "device", "data_dir",
+                      "resume")
 
 
 def config_changes(stored: dict, current: dict) -> list[tuple[str, Any, Any]]:
@@ -66,6 +68,8 @@ def config_changes(stored: dict, current: dict) -> list[tuple[str, Any, Any]]:
     old, new = flatten(stored), flatten(current)
     return [(k, old.get(k, "<absent>"), new.get(k, "<absent>"))
             for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+
+
 WARMUP_STEPS = 50  # steps left out of steady_steps_per_second (at most a fifth of the run)
 
 
@@ -78,7 +82,7 @@ def total_steps(cfg: DictConfig, batches: Batches, family: Family) -> int:
 
 class Loop:
     def __init__(self, cfg: DictConfig, family: Family, data: InMemoryDataset, run_dir: Path,
-                 overrides: list[str]) -> None:
+                 overrides: list[str], replicas: Replicas | None = None) -> None:
         self.cfg = cfg
         self.family = family
         self.data = data
@@ -88,6 +92,11 @@ class Loop:
         self.best_path = run_dir / "checkpoints" / checkpoint.BEST
         self.best: dict[str, Any] | None = None  # metric, mode, value, step of best.pt
         self.batches = data.batches(cfg.trainer.batch_size, cfg.trainer.seed)
+        # under torchrun: this process's place, its shard of the data; only rank 0 writes
+        self.replicas = replicas or Replicas()
+        if self.replicas.active:
+            self.batches = ShardedBatches(self.batches, self.replicas)
+        self._networks = list(family.networks().values())
         self.max_steps = total_steps(cfg, self.batches, family)
         family.run_length = self.max_steps
         self.step = 0
@@ -110,6 +119,7 @@ class Loop:
             "data": self.batches.state_dict(),
             "rng": checkpoint.rng_state(),
             "best": self.best,
+            "world_size": self.replicas.world,
         }
 
     def save(self) -> None:
@@ -140,7 +150,10 @@ class Loop:
         checkpoint.set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.best = state.get("best")
-        log.info("resumed from %s at step %d", path, self.step)
+        trained_on = state.get("world_size", 1)
+        log.info("resumed from %s at step %d%s", path, self.step,
+                 f" (trained by {trained_on} processes, continued by {self.replicas.world})"
+                 if trained_on != self.replicas.world else "")
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -162,9 +175,14 @@ class Loop:
         self._bad_keys = torch.where(newly, bad, self._bad_keys)
 
     def _check_finite(self, losses: dict[str, torch.Tensor]) -> None:
-        """Stop with an error if a loss was non-finite since the last look (one host sync)."""
-        if self._first_bad is None or int(self._first_bad) < 0:
+        """Stop with an error if a loss was non-finite since the last look (one host sync;
+        under torchrun every process stops if one saw it)."""
+        here = self._first_bad is not None and int(self._first_bad) >= 0
+        if not self.replicas.any(here):
             return
+        if not here:
+            raise UserError(f"non-finite loss in another process of this run by step "
+                            f"{self.step}")
         names = [k for k, b in zip(self._tracked_keys, self._bad_keys.tolist(), strict=True)
                  if b]
         values = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
@@ -220,14 +238,18 @@ class Loop:
         cfg = self.cfg
         # read once: OmegaConf lookups in the hot loop cost more than the arithmetic
         self.every = {key: int(OmegaConf.select(cfg, key) or 0) for key in CADENCES}
-        logger = RunLogger(self.run_dir, cfg, purge_step=self.step if resume else None)
+        main = self.replicas.is_main
+        self.replicas.decorrelate_rng(int(cfg.trainer.seed), self.step)
+        logger = (RunLogger(self.run_dir, cfg, purge_step=self.step if resume else None)
+                  if main else NullLogger())
         logger.config_text()
         self.family.train()
         last_losses: dict[str, float] = {}
         metrics: dict[str, float] = {}
         visualised = -1  # the step of the latest visuals/metrics
         # redirected to a file (a cluster log), the bar redraws rarely instead of 10 times a second
-        bar = tqdm(total=self.max_steps, initial=self.step, disable=not cfg.log.progress,
+        bar = tqdm(total=self.max_steps, initial=self.step,
+                   disable=not (cfg.log.progress and main),
                    dynamic_ncols=True, unit="step", smoothing=0.05,
                    mininterval=0.1 if sys.stderr.isatty() else 30.0)
         started, start_step = time.perf_counter(), self.step
@@ -242,6 +264,8 @@ class Loop:
                     coming, every = self.step + 1, self.every["log.every"]
                     self.family.diagnostics = ((every > 0 and coming % every == 0) or
                                                coming == self.max_steps)
+                    if self.replicas.active:  # as DDP: rank 0's BatchNorm statistics for all
+                        self.replicas.broadcast(self._networks, buffers_only=True)
                     with self.family.amp.autocast():
                         losses = self.family.train_step(batch)
                     self.family.amp.update()
@@ -251,26 +275,31 @@ class Loop:
                     if self.step == warm_step:
                         warm_time = time.perf_counter()
                     at = self._due(self.step)
+                    stopping = self.replicas.any(stop.signal is not None)
                     if at("log.every"):
                         self._check_finite(losses)
-                        last_losses = self._read(losses)
+                        last_losses = self._read(self.replicas.mean(losses))
                         logger.scalars(last_losses, self.step, self.max_steps)
                         bar.set_postfix({k.replace("loss/", ""): f"{v:.3g}"
                                          for k, v in last_losses.items() if k.startswith("loss/")})
                     if at("log.sample_every") or at("eval.every"):
                         self._check_finite(losses)
-                        metrics = self._visuals_and_metrics(logger) or metrics
+                        if main:
+                            metrics = self._visuals_and_metrics(logger) or metrics
                         visualised = self.step
-                    if at("trainer.ckpt_every") or stop.signal is not None:
+                    if at("trainer.ckpt_every") or stopping:
                         self._check_finite(losses)  # never checkpoint a diverged state
-                        self.save()
-                    if stop.signal is not None:
+                        if main:
+                            self.save()
+                    if stopping:
                         log.warning("interrupted at step %d; checkpoint saved to %s",
                                     self.step, self.ckpt_path)
                         raise SystemExit(EXIT_INTERRUPTED)
             loop_end = time.perf_counter()
             self._check_finite(losses)
-            last_losses = self._read(losses)
+            last_losses = self._read(self.replicas.mean(losses))
+            if not main:
+                return {**last_losses, "step": self.step}
             if visualised != self.step:
                 metrics = self._visuals_and_metrics(logger)
             self.save()

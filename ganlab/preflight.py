@@ -8,6 +8,7 @@ It also turns `resume=PATH` into a continuation of that run: the run's own overr
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import os
 from pathlib import Path
@@ -18,7 +19,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ganlab import checkpoint
+from ganlab import checkpoint, distributed
 from ganlab.config import CONF_DIR, SCHEMA_PREFIX, check_ranges
 from ganlab.errors import UserError
 
@@ -228,4 +229,23 @@ def prepare_train_args(args: list[str]) -> list[str]:
     check_overrides(overrides)
     _refuse_to_overwrite(overrides)
     _check_writable(overrides)
+    if distributed.launched():
+        overrides = _one_run_dir(flags, overrides)
     return flags + overrides
+
+
+def _one_run_dir(flags: list[str], overrides: list[str]) -> list[str]:
+    """Under torchrun: every process writes into the run dir rank 0 names (each would
+    otherwise take its own clock's timestamp); only rank 0 writes Hydra's files and train.log."""
+    if any(f in ("-m", "--multirun") for f in flags):
+        raise UserError("a sweep (-m) cannot run under torchrun: start one torchrun per "
+                        "configuration, or sweep with a launcher (hydra/launcher=submitit_slurm)")
+    distributed.init()
+    if not any(o.startswith("hydra.run.dir=") for o in overrides):
+        now = datetime.datetime.now()
+        chosen = distributed.from_rank0(f"outputs/{now:%Y-%m-%d}/{now:%H-%M-%S}")
+        overrides = [*overrides, f"hydra.run.dir={chosen}"]
+    if int(os.environ.get("RANK", "0")) > 0:
+        overrides = [*overrides, "hydra.output_subdir=null", "hydra/job_logging=stdout",
+                     "hydra.job_logging.root.level=WARNING"]
+    return overrides

@@ -15,11 +15,12 @@ from ganlab.amp import Amp
 from ganlab.checkpoint import LAST, seed_everything
 from ganlab.config import CONF_DIR, check_ranges  # importing config registers the schema
 from ganlab.data import build_dataset
+from ganlab.distributed import Replicas, sync_batchnorm
 from ganlab.errors import UserError, fail
 from ganlab.families import FAMILIES, check_family_data, check_family_sections
 from ganlab.loop import Loop
 from ganlab.preflight import RESUME_AUTO
-from ganlab.runtime import flush_denormals
+from ganlab.runtime import flush_denormals, speed_switches
 
 log = logging.getLogger("ganlab")
 
@@ -63,23 +64,41 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, flo
     check_ranges(cfg)  # preflight checked already; this serves callers that skip it
     check_family_sections(cfg)
     check_family_data(cfg)
-    device = resolve_device(cfg.device)
+    replicas = Replicas()
+    device = replicas.device(resolve_device(cfg.device))
     flush_denormals()
-    seed_everything(cfg.trainer.seed)
+    seed_everything(cfg.trainer.seed)  # the same on every replica: identical initial networks
     family_cls = FAMILIES.get(cfg.model.family)
     data = build_dataset(cfg.dataset, Path(cfg.data_dir), cfg.trainer.seed,
                          heldout=family_cls.wants_heldout(cfg))
     log.info("data: %s", data.source)
     data = data.to(device)  # the held-out split too
     family = family_cls(cfg, data.spec, device)
-    family.amp = Amp(str(cfg.trainer.precision), device.type)
+    family.amp = Amp(str(cfg.trainer.precision), device.type,
+                     replicas=replicas if replicas.active else None)
+    prepare_networks(family, cfg, device, replicas)
     if data.heldout is not None:
         log.info("held-out data: %s", data.heldout.source)
         family.use_heldout(data.heldout)
     log.info("model: %s (%s family) on %s; run dir %s", cfg.model.name, cfg.model.family,
              device, run_dir)
-    loop = Loop(cfg, family, data, run_dir, overrides)
+    if replicas.active:
+        log.info("torchrun: %d processes, batch %d each (%d in all)", replicas.world,
+                 cfg.trainer.batch_size, replicas.world * cfg.trainer.batch_size)
+    loop = Loop(cfg, family, data, run_dir, overrides, replicas=replicas)
     return loop.run(resume=resume_path(cfg.resume, run_dir))
+
+
+def prepare_networks(family, cfg: DictConfig, device: torch.device, replicas: Replicas) -> None:
+    """What the runtime does to every network of a family: SyncBatchNorm, one initial state
+    across replicas, then channels_last and torch.compile (in place, names unchanged)."""
+    networks = family.networks()
+    if cfg.trainer.sync_batchnorm:
+        sync_batchnorm(networks, device)
+        if not replicas.active:
+            log.info("trainer.sync_batchnorm: one process, so nothing to synchronise")
+    replicas.broadcast(networks.values())
+    speed_switches(networks, cfg.trainer, device, set(family.double_backward))
 
 
 def resume_path(resume: str | None, run_dir: Path) -> str | None:

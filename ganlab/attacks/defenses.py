@@ -29,6 +29,8 @@ class DefenseStep:
 class Defense:
     # the defence trains on adversarial examples, so their accuracy is worth logging
     adversarial: bool = False
+    # its loss differentiates an input gradient (so torch.compile must leave the model alone)
+    double_backward: bool = False
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
@@ -99,6 +101,8 @@ class Mixup(Defense):
 @DEFENSES.register("gradreg")
 class InputGradientRegularisation(Defense):
     """J + weight * mean_i ||grad_x J(x_i, y_i)||^2, by double backpropagation."""
+
+    double_backward = True
 
     def step(self, model, x, y):
         x = x.detach().requires_grad_(True)

@@ -37,6 +37,9 @@ class Family:
     run_length: int | None = None
     # set by the loop: call amp.backward(loss) and amp.step(optimizer) (mixed precision)
     amp: Amp = FP32
+    # networks (names in networks()) whose loss differentiates a gradient through them (a
+    # gradient penalty): torch.compile cannot, so trainer.compile leaves them as they are
+    double_backward: frozenset[str] = frozenset()
 
     @classmethod
     def wants_heldout(cls, cfg) -> bool:
@@ -65,6 +68,13 @@ class Family:
     def evaluate(self) -> dict[str, float]:
         """The family's quality metrics. Must not touch the global RNG."""
         return {}
+
+    def networks(self) -> dict[str, torch.nn.Module]:
+        """The family's networks by attribute name, for what the runtime does to all of them
+        (torch.compile, channels_last, replicas under torchrun): every nn.Module attribute
+        unless a family says otherwise."""
+        return {name: value for name, value in vars(self).items()
+                if isinstance(value, torch.nn.Module)}
 
     def state_dict(self) -> dict[str, Any]:
         raise NotImplementedError

@@ -33,6 +33,7 @@ class ClassifierFamily(Family):
         c = cfg.classifier
         self.opt = adam(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         self.defense = DEFENSES.get(cfg.defense.name)(cfg.defense)
+        self.double_backward = frozenset({"model"} if self.defense.double_backward else ())
         # AttackMethod(...): a config read back from a checkpoint holds plain strings
         self.eval_method, self.eval_eps = AttackMethod(c.eval_attack).value, float(c.eval_eps)
         self.eval_steps = int(c.eval_steps)

@@ -94,6 +94,7 @@ class GanFamily(Family):
         if g.spectral_norm:
             add_spectral_norm(nets.D)
         self.G, self.D = nets.G.to(device), nets.D.to(device)
+        self.double_backward = frozenset({"D"} if self.gp_weight else ())
         self.latent_dim, self.value_range = nets.latent_dim, nets.value_range
         self.num_classes = nets.num_classes
         self.opt_g = make_optimizer(self.G.parameters(), g, g.lr_g)
