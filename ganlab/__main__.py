@@ -29,21 +29,51 @@ Runs go to outputs/<date>/<time> (sweeps: outputs/multirun/...); view them with
 """
 
 
+# added to every sweep's Hydra overrides: it tells this process where the sweep's job dirs are
+# (ganlab.report.SweepCallback), so the summary below works with any launcher
+SWEEP_CALLBACK = "++hydra.callbacks.ganlab_sweep._target_=ganlab.report.SweepCallback"
+
+
+def is_multirun(hydra_args: list[str]) -> bool:
+    return any(a in ("-m", "--multirun") or a.replace(" ", "") == "hydra.mode=MULTIRUN"
+               for a in hydra_args)
+
+
 def run_train(args: list[str]) -> None:
-    from ganlab import preflight, train
+    from ganlab import preflight, report, train
 
     hydra_args = preflight.prepare_train_args(args)
+    if is_multirun(hydra_args):
+        hydra_args = [*hydra_args, SWEEP_CALLBACK]
     sys.argv = [sys.argv[0], *hydra_args]
     try:
         train.main()
     except SystemExit as e:
+        started = train.progress.task_started or report.SWEEP.dir is not None
         # Hydra reports config errors itself and exits 1: for ganlab that is bad input
-        if e.code == 1 and not train.progress.task_started:
+        if e.code == 1 and not started:
             raise SystemExit(EXIT_BAD_INPUT) from e
+        if e.code == 1 and report.SWEEP.dir is not None:
+            # a job crashed (Hydra printed its exception) or its launcher gave up on it: say
+            # which jobs did not finish, and where their logs are, before exiting 1 (a bug)
+            failed = report.sweep_failures(report.SWEEP.dir, report.SWEEP.before)
+            if failed:
+                print(f"error: {_failed_text(failed, report.SWEEP.dir)}", file=sys.stderr,
+                      flush=True)
         raise
+    # jobs that failed on bad input: recorded in this process by the basic launcher, read
+    # from the job dirs' train.log for launchers whose jobs run in other processes
     failed = train.progress.failed_jobs
+    if not failed and report.SWEEP.dir is not None:
+        failed = report.sweep_failures(report.SWEEP.dir, report.SWEEP.before)
     if failed:
-        fail(f"{len(failed)} sweep job(s) failed: " + "; ".join(failed))
+        fail(_failed_text(failed, report.SWEEP.dir))
+
+
+def _failed_text(failed: list[str], sweep_dir) -> str:
+    where = (f" (their train.log in {sweep_dir}; python -m ganlab report {sweep_dir})"
+             if sweep_dir is not None else "")
+    return f"{len(failed)} sweep job(s) failed: " + "; ".join(failed) + where
 
 
 # command -> the module whose main(args) runs it, imported only when used (startup stays fast)

@@ -1,0 +1,249 @@
+"""torchrun: two CPU processes with gloo train one run; sharding, gradient averaging, and the
+speed switches (compile, channels_last, SyncBatchNorm) that act on every network."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import assert_bad_input, run_cli
+from torch import nn
+
+from ganlab.amp import Amp
+from ganlab.data.base import Batches, DataSpec, InMemoryDataset
+from ganlab.distributed import Replicas, ShardedBatches, sync_batchnorm
+from ganlab.errors import UserError
+from ganlab.runtime import speed_switches
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# a DCGAN (BatchNorm in G) under WGAN-GP: the gradient penalty's double backward, a generator
+# used for 5 critic steps, BatchNorm buffers: everything a replica could drift on
+DDP_RUN = ["dataset=synthetic", "dataset.n_samples=128", "trainer.batch_size=8",
+           "model=dcgan", "model.g_features=8", "model.d_features=8", "model.latent_dim=16",
+           "loss=wgan_gp", "gan.d_steps=2", "trainer.max_steps=6", "trainer.ckpt_every=3",
+           "log.every=2", "log.sample_every=0", "eval.every=0", "log.progress=false",
+           "eval.classifier_metrics=false", "device=cpu"]
+
+# runs the real CLI in each process; afterwards every process writes its networks' state, so
+# the test can compare the replicas (only rank 0 writes anything in ganlab itself)
+HARNESS = """
+import sys
+import torch
+import torch.distributed as dist
+from ganlab import loop
+
+run, out = loop.Loop.run, sys.argv[1]  # ganlab's train command replaces sys.argv
+
+def run_and_dump(self, resume=None):
+    result = run(self, resume)
+    nets = {name: {k: v.clone() for k, v in net.state_dict().items()}
+            for name, net in self.family.networks().items()}
+    torch.save(nets, f"{out}/rank{dist.get_rank()}.pt")
+    return result
+
+loop.Loop.run = run_and_dump
+from ganlab.__main__ import main
+main(["train", *sys.argv[2:]])
+"""
+
+
+def torchrun(script: Path, args: list[str], cwd: Path, nproc: int = 2):
+    env = {**os.environ, "GANLAB_DATA": str(cwd / "data"), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", str(script), *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    """One 2-process gloo run of DDP_RUN: (working dir, dump dir, completed process)."""
+    cwd = tmp_path_factory.mktemp("ddp")
+    script = cwd / "harness.py"
+    script.write_text(HARNESS)
+    dumps = cwd / "dumps"
+    dumps.mkdir()
+    result = torchrun(script, [str(dumps), *DDP_RUN], cwd)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return cwd, dumps, result
+
+
+def test_two_processes_hold_identical_networks(ddp_run):
+    _, dumps, _ = ddp_run
+    ranks = [torch.load(dumps / f"rank{r}.pt") for r in (0, 1)]
+    for name in ("G", "D"):
+        for key, value in ranks[0][name].items():
+            if "running_" in key or "num_batches" in key:
+                continue  # BatchNorm statistics: each replica's last forward, rank 0's saved
+            assert torch.equal(value, ranks[1][name][key]), (name, key)
+
+
+def test_two_processes_write_one_run_dir(ddp_run):
+    cwd, dumps, _ = ddp_run
+    run_dirs = [p for p in (cwd / "outputs").glob("*/*") if p.is_dir()]
+    assert len(run_dirs) == 1, run_dirs
+    run_dir = run_dirs[0]
+    log = (run_dir / "train.log").read_text()
+    assert "torchrun: 2 processes, batch 8 each (16 in all)" in log
+    assert log.count("done: 6 steps") == 1  # rank 1 wrote nothing into it
+    saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["step"] == 6 and saved["world_size"] == 2
+    rank0 = torch.load(dumps / "rank0.pt")
+    for key, value in saved["family"]["G"].items():
+        assert torch.equal(value, rank0["G"][key]), key
+    written = {p.name for p in (run_dir / "checkpoints").iterdir()}
+    assert {"last.pt", "step_3.pt", "step_6.pt"} <= written
+
+
+def test_a_two_process_run_resumes_in_one(ddp_run):
+    cwd, _, _ = ddp_run
+    (run_dir,) = [p for p in (cwd / "outputs").glob("*/*") if p.is_dir()]
+    result = run_cli(["train", f"resume={run_dir}", "trainer.max_steps=8"], cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (run_dir / "train.log").read_text()
+    assert "at step 6 (trained by 2 processes, continued by 1)" in log
+    saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["step"] == 8 and saved["world_size"] == 1
+
+
+def test_a_sweep_under_torchrun_is_refused(tmp_path):
+    env_keys = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
+    old = {k: os.environ.get(k) for k in env_keys}
+    os.environ.update(env_keys)
+    try:
+        result = run_cli(["train", "-m", "dataset=ring", "model=mlp_gan",
+                          "loss=nonsaturating,lsgan"], tmp_path)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
+    assert_bad_input(result, "a sweep (-m) cannot run under torchrun")
+
+
+# --- the pieces, in one process ---------------------------------------------------------
+
+
+def fake_replicas(rank: int, world: int) -> Replicas:
+    replicas = Replicas()
+    replicas.rank, replicas.world = rank, world
+    return replicas
+
+
+def batches(n: int = 40, batch_size: int = 4) -> Batches:
+    data = InMemoryDataset(DataSpec("t", "image", (1, 1, 1)),
+                           torch.arange(n, dtype=torch.uint8).reshape(n, 1, 1, 1))
+    return Batches(data, batch_size, seed=3)
+
+
+def seen(source, steps: int) -> list[list[int]]:
+    return [next(source)[0].flatten().tolist() for _ in range(steps)]
+
+
+def test_each_rank_takes_its_own_shard_of_the_single_process_sequence():
+    single = seen(batches(), 10)  # one epoch: 10 batches of 4
+    rank0 = seen(ShardedBatches(batches(), fake_replicas(0, 2)), 5)
+    rank1 = seen(ShardedBatches(batches(), fake_replicas(1, 2)), 5)
+    assert rank0 == single[0::2] and rank1 == single[1::2]
+    flat0, flat1 = [i for b in rank0 for i in b], [i for b in rank1 for i in b]
+    assert not set(flat0) & set(flat1)
+    assert sorted(flat0 + flat1) == list(range(40))  # the epoch, split in two
+    assert ShardedBatches(batches(), fake_replicas(0, 2)).batches_per_epoch == 5
+
+
+def test_the_data_position_is_global_so_another_world_size_continues_it():
+    two = ShardedBatches(batches(), fake_replicas(0, 2))
+    seen(two, 3)  # 3 steps of 2 processes: 6 batches of the sequence
+    one = batches()
+    one.load_state_dict(two.state_dict())
+    assert seen(one, 4) == seen(batches(), 10)[6:10]
+
+
+class CountingReplicas:
+    def __init__(self) -> None:
+        self.averaged = 0
+
+    def average_gradients(self, optimizer) -> None:
+        self.averaged += 1
+
+
+def test_gradients_are_averaged_once_per_step_even_when_read_first():
+    net = nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    replicas = CountingReplicas()
+    amp = Amp("32", "cpu", replicas=replicas)
+    for _ in range(2):
+        amp.backward(net(torch.ones(1, 2)).sum())
+        amp.unscale(opt)  # a grad norm reads the averaged gradient
+        amp.step(opt)
+    assert replicas.averaged == 2
+
+
+def test_a_single_process_averages_nothing_and_broadcasts_nothing():
+    replicas = Replicas()
+    assert (replicas.world, replicas.rank, replicas.active) == (1, 0, False)
+    net = nn.Linear(2, 1)
+    before = net.weight.detach().clone()
+    replicas.broadcast([net])
+    assert torch.equal(net.weight, before)
+    assert replicas.any(True) and not replicas.any(False)
+    losses = {"loss/G": torch.tensor(1.5)}
+    assert replicas.mean(losses) is losses
+
+
+# --- speed switches -----------------------------------------------------------------------
+
+
+def switches(**kwargs):
+    from omegaconf import OmegaConf
+
+    from ganlab.config import TrainerConfig
+
+    cfg = OmegaConf.structured(TrainerConfig())
+    cfg.update(kwargs)
+    return cfg
+
+
+def conv_and_mlp():
+    return {"D": nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4, 1)),
+            "G": nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 2))}
+
+
+def test_compile_leaves_a_network_with_a_double_backward_alone(caplog):
+    nets = conv_and_mlp()
+    keys = {name: list(net.state_dict()) for name, net in nets.items()}
+    with caplog.at_level("INFO", logger="ganlab"):
+        speed_switches(nets, switches(compile=True), torch.device("cpu"), {"D"})
+    assert nets["G"]._compiled_call_impl is not None
+    assert nets["D"]._compiled_call_impl is None
+    assert {name: list(net.state_dict()) for name, net in nets.items()} == keys
+    assert "D left uncompiled" in caplog.text and "G compiled" in caplog.text
+
+
+def test_channels_last_converts_convolutional_networks_only():
+    nets = conv_and_mlp()
+    speed_switches(nets, switches(channels_last=True), torch.device("cpu"), set())
+    assert nets["D"][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not nets["D"][0].weight.is_contiguous()
+    assert nets["G"][0].weight.is_contiguous()
+
+
+def test_sync_batchnorm_swaps_the_layers_and_keeps_the_parameters():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+    weight = net[1].weight
+    keys = list(net.state_dict())
+    sync_batchnorm({"G": net}, torch.device("cuda"))  # only checks the kind: nothing moves
+    assert isinstance(net[1], nn.SyncBatchNorm)
+    assert net[1].weight is weight  # the optimizer built before still steps it
+    assert list(net.state_dict()) == keys
+
+
+def test_sync_batchnorm_on_the_cpu_is_refused():
+    with pytest.raises(UserError, match="needs CUDA devices"):
+        sync_batchnorm({"G": nn.BatchNorm2d(2)}, torch.device("cpu"))
