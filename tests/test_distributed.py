@@ -1,5 +1,4 @@
-"""torchrun: two CPU processes with gloo train one run; sharding, gradient averaging, and the
-speed switches (compile, channels_last, SyncBatchNorm) that act on every network."""
+"""torchrun: two CPU processes with gloo train one run; sharding and gradient averaging."""
 
 from __future__ import annotations
 
@@ -15,9 +14,7 @@ from torch import nn
 
 from ganlab.amp import Amp
 from ganlab.data.base import Batches, DataSpec, InMemoryDataset
-from ganlab.distributed import Replicas, ShardedBatches, sync_batchnorm
-from ganlab.errors import UserError
-from ganlab.runtime import speed_switches
+from ganlab.distributed import Replicas, ShardedBatches
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -195,55 +192,3 @@ def test_a_single_process_averages_nothing_and_broadcasts_nothing():
     assert replicas.any(True) and not replicas.any(False)
     losses = {"loss/G": torch.tensor(1.5)}
     assert replicas.mean(losses) is losses
-
-
-# --- speed switches -----------------------------------------------------------------------
-
-
-def switches(**kwargs):
-    from omegaconf import OmegaConf
-
-    from ganlab.config import TrainerConfig
-
-    cfg = OmegaConf.structured(TrainerConfig())
-    cfg.update(kwargs)
-    return cfg
-
-
-def conv_and_mlp():
-    return {"D": nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4, 1)),
-            "G": nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 2))}
-
-
-def test_compile_leaves_a_network_with_a_double_backward_alone(caplog):
-    nets = conv_and_mlp()
-    keys = {name: list(net.state_dict()) for name, net in nets.items()}
-    with caplog.at_level("INFO", logger="ganlab"):
-        speed_switches(nets, switches(compile=True), torch.device("cpu"), {"D"})
-    assert nets["G"]._compiled_call_impl is not None
-    assert nets["D"]._compiled_call_impl is None
-    assert {name: list(net.state_dict()) for name, net in nets.items()} == keys
-    assert "D left uncompiled" in caplog.text and "G compiled" in caplog.text
-
-
-def test_channels_last_converts_convolutional_networks_only():
-    nets = conv_and_mlp()
-    speed_switches(nets, switches(channels_last=True), torch.device("cpu"), set())
-    assert nets["D"][0].weight.is_contiguous(memory_format=torch.channels_last)
-    assert not nets["D"][0].weight.is_contiguous()
-    assert nets["G"][0].weight.is_contiguous()
-
-
-def test_sync_batchnorm_swaps_the_layers_and_keeps_the_parameters():
-    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
-    weight = net[1].weight
-    keys = list(net.state_dict())
-    sync_batchnorm({"G": net}, torch.device("cuda"))  # only checks the kind: nothing moves
-    assert isinstance(net[1], nn.SyncBatchNorm)
-    assert net[1].weight is weight  # the optimizer built before still steps it
-    assert list(net.state_dict()) == keys
-
-
-def test_sync_batchnorm_on_the_cpu_is_refused():
-    with pytest.raises(UserError, match="needs CUDA devices"):
-        sync_batchnorm({"G": nn.BatchNorm2d(2)}, torch.device("cpu"))
