@@ -197,12 +197,22 @@ class ShardedBatches:
         self.inner.load_state_dict(state)
 
 
+SYNC_BATCHNORM_NEEDS_CUDA = ("trainer.sync_batchnorm=true needs CUDA devices: torch's "
+                             "SyncBatchNorm does not run on the CPU")
+
+
+def check_sync_batchnorm(cfg) -> None:
+    """Before the run starts: SyncBatchNorm with a device that is not (or cannot be) CUDA."""
+    if cfg.trainer.sync_batchnorm and (not torch.cuda.is_available() or
+                                       str(cfg.device).startswith(("cpu", "mps"))):
+        raise UserError(SYNC_BATCHNORM_NEEDS_CUDA)
+
+
 def sync_batchnorm(modules: dict[str, nn.Module], device: torch.device) -> None:
     """trainer.sync_batchnorm: BatchNorm statistics over the global batch (torch's
     SyncBatchNorm runs on GPUs only). State-dict keys stay the same."""
     if device.type != "cuda":
-        raise UserError("trainer.sync_batchnorm=true needs CUDA devices: torch's SyncBatchNorm "
-                        "does not run on the CPU")
+        raise UserError(SYNC_BATCHNORM_NEEDS_CUDA)
     for module in modules.values():
         # in place below the top level (a network is never a bare BatchNorm), and the new
         # layers take over the same Parameter objects: the optimizers need no rebuilding

@@ -131,6 +131,7 @@ def _check_names(cfg) -> None:
     DEFENSES.get(cfg.defense.name)
     check_family_sections(cfg)
     check_family_data(cfg)
+    distributed.check_sync_batchnorm(cfg)
 
 
 RESUME_AUTO = "auto"  # resume=auto: continue the run dir's own checkpoint when there is one
