@@ -41,6 +41,12 @@ def speed_switches(networks: dict[str, torch.nn.Module], trainer_cfg, device: to
                     "(gradient penalty), which torch.compile does not support",
                     ", ".join(skipped))
     compiled = [name for name in networks if name not in double_backward]
+    # compiled modules share one compiled function, and each network meets it in several
+    # states (training and eval, gradients off while the other network steps, the sample
+    # batch size): dynamo's default of 8 variants falls back to eager for CycleGAN's four
+    from torch._dynamo import config as dynamo
+
+    dynamo.recompile_limit = max(dynamo.recompile_limit, 16 * len(compiled))
     for name in compiled:
         networks[name].compile()
     log.info("trainer.compile: %s compiled (the first steps include compile time)",
