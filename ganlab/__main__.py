@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
 from ganlab.errors import EXIT_BAD_INPUT, UserError, fail
 
@@ -70,7 +71,7 @@ def run_train(args: list[str]) -> None:
         fail(_failed_text(failed, report.SWEEP.dir))
 
 
-def _failed_text(failed: list[str], sweep_dir) -> str:
+def _failed_text(failed: list[str], sweep_dir: Path | None) -> str:
     where = (f" (their train.log in {sweep_dir}; python -m ganlab report {sweep_dir})"
              if sweep_dir is not None else "")
     return f"{len(failed)} sweep job(s) failed: " + "; ".join(failed) + where

@@ -329,7 +329,7 @@ class SweepState:
 
 SWEEP = SweepState()
 # the first line SweepCallback writes into a crashed job's train.log, before the traceback
-CRASHED = "error: crashed: {kind}: {message} (traceback in train.log)"
+CRASHED = "error: crashed with {kind}: {message}"
 
 
 class SweepCallback(Callback):

@@ -1,0 +1,128 @@
+"""Sweeps through Hydra's joblib and submitit_local launchers (the `sweep` extra): jobs run in
+other processes, and the end-of-sweep summary still names the jobs that failed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TINY, run_cli
+from hydra.core.utils import JobReturn, JobStatus
+
+from ganlab import report
+
+# the `sweep` extra: pip install -e ".[sweep]"
+pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+
+# two steps of TINY, nothing but the final checkpoint and metrics
+SWEEP = [*TINY, "trainer.max_steps=2", "log.sample_every=0", "trainer.ckpt_every=0",
+         "eval.every=0", "loss=lsgan"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread_per_job(monkeypatch):
+    """Every job is a process of its own here: on a small machine, one torch thread each."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def sweep_jobs(workdir: Path) -> tuple[Path, list[Path]]:
+    (sweep,) = (workdir / "outputs" / "multirun").glob("*/*")
+    return sweep, sorted(p for p in sweep.iterdir() if p.name.isdigit())
+
+
+def test_joblib_runs_the_jobs_in_parallel_workers(workdir, capsys):
+    result = run_cli(["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SWEEP,
+                      "trainer.seed=0,1"], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep, jobs = sweep_jobs(workdir)
+    assert [j.name for j in jobs] == ["0", "1"]
+    for job, seed in zip(jobs, ["0", "1"], strict=True):
+        assert json.loads((job / "metrics.json").read_text())["step"] == 2
+        assert f"trainer.seed={seed}" in (job / ".hydra" / "overrides.yaml").read_text()
+    report.main([str(sweep)])
+    assert "2 runs (2 ok)" in capsys.readouterr().out
+
+
+def test_joblib_failed_job_is_named_and_the_other_finishes(workdir, capsys):
+    # a batch larger than the dataset: preflight lets it through, the job stops at run time
+    result = run_cli(["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SWEEP,
+                      "dataset.n_samples=8,64"], workdir)
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 1 sweep job(s) failed: job 0 ("), last
+    assert "dataset.n_samples=8" in last and "larger than the dataset" in last
+    sweep, jobs = sweep_jobs(workdir)
+    assert str(sweep.relative_to(workdir)) in last  # where to look
+    failed, finished = jobs
+    assert "error: trainer.batch_size=16 is larger than the dataset" in (
+        failed / "train.log").read_text()
+    assert not (failed / "metrics.json").exists()
+    assert (finished / "metrics.json").is_file()
+    report.main([str(sweep)])
+    assert "2 runs (1 ok, 1 failed)" in capsys.readouterr().out
+
+
+def test_submitit_local_writes_the_run_dir(workdir):
+    result = run_cli(["train", "-m", "hydra/launcher=submitit_local",
+                      "hydra.launcher.timeout_min=5", *SWEEP, "trainer.seed=3"], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep, jobs = sweep_jobs(workdir)
+    assert [j.name for j in jobs] == ["0"]
+    assert (jobs[0] / "metrics.json").is_file()
+    assert (jobs[0] / "checkpoints" / "last.pt").is_file()
+    assert list((sweep / ".submitit").glob("*/*_0_log.out"))  # submitit's own logs
+
+
+# in-process: the callback and the summary without a launcher
+
+def make_job(sweep: Path, name: str, overrides: list[str], log: str,
+             finished: bool = False) -> Path:
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (job / "train.log").write_text(log)
+    if finished:
+        (job / "metrics.json").write_text('{"step": 2}')
+    return job
+
+
+def test_sweep_failures_reads_each_jobs_train_log(tmp_path):
+    line = "[2026-01-01 12:00:00,000][ganlab][ERROR] - error: {}\n"
+    make_job(tmp_path, "0", ["loss=hinge", "resume=auto"], line.format("data missing"))
+    make_job(tmp_path, "1", ["loss=lsgan"], "", finished=True)
+    make_job(tmp_path, "2", ["loss=wgan"], "")  # killed: no metrics, no error line
+    old = make_job(tmp_path, "3", ["loss=minimax"], line.format("an earlier sweep's"))
+    stamp = (old / ".hydra" / "overrides.yaml").stat().st_mtime
+    failures = report.sweep_failures(tmp_path, before={str(old): stamp})
+    assert failures == ["job 0 (loss=hinge): data missing",
+                        "job 2 (loss=wgan): no metrics.json and no error line in its train.log "
+                        "(killed?)"]
+    # a metrics.json older than the job's overrides.yaml is an earlier run's
+    stale = make_job(tmp_path, "4", ["loss=hinge"], line.format("diverged"), finished=True)
+    later = time.time() + 10
+    os.utime(stale / ".hydra" / "overrides.yaml", (later, later))
+    assert report.sweep_failures(tmp_path)[-1] == "job 4 (loss=hinge): diverged"
+
+
+def test_callback_writes_a_crash_traceback_into_the_jobs_log(tmp_path):
+    handler = logging.FileHandler(tmp_path / "train.log")
+    logging.getLogger().addHandler(handler)
+    try:
+        try:
+            raise ValueError("boom\nsecond line")
+        except ValueError as e:
+            crash = JobReturn(status=JobStatus.FAILED, _return_value=e)
+        report.SweepCallback().on_job_end(config=None, job_return=crash)
+        report.SweepCallback().on_job_end(
+            config=None, job_return=JobReturn(status=JobStatus.COMPLETED, _return_value=None))
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    text = (tmp_path / "train.log").read_text()
+    assert "Traceback (most recent call last)" in text and 'raise ValueError("boom' in text
+    assert report.read_error(tmp_path / "train.log") == "crashed with ValueError: boom"
