@@ -94,7 +94,37 @@ def compose_all(overrides: list[str], config_name: str = "config",
                 composed.append(compose(config_name, overrides=job))
             except (HydraException, OmegaConfBaseException, ValueError) as e:
                 raise UserError(_one_line(e)) from e
+        _check_hydra_overrides(config_name, [o for o in parsed if _is_hydra(o)])
     return composed
+
+
+def _is_hydra(override) -> bool:
+    key = override.key_or_group
+    return key == "hydra" or key.startswith(("hydra.", "hydra/"))
+
+
+def _check_hydra_overrides(config_name: str, parsed: list) -> None:
+    """hydra/launcher=jobilb or hydra.launcher.n_jobz=2: one line here instead of Hydra's
+    multi-line error after it started."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    for o in parsed:
+        if o.key_or_group.startswith("hydra/") and not o.is_delete():
+            known = loader.get_group_options(o.key_or_group)
+            for value in _sweep_values(o):
+                if value not in known:
+                    hint = (' (the joblib and submitit launchers come with pip install -e '
+                            '".[sweep]")' if o.key_or_group == "hydra/launcher" else "")
+                    raise UserError(f"unknown {o.key_or_group} {value!r}; choose one of: "
+                                    f"{', '.join(known)}{hint}")
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    if not fixed:
+        return
+    try:
+        compose(config_name, overrides=fixed, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        raise UserError(_one_line(e)) from e
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -226,6 +256,9 @@ def prepare_train_args(args: list[str]) -> list[str]:
     if any(f in ("--hydra-help", "--version", "--info", "-i", "--shell-completion",
                  "-sc") for f in flags):
         return args  # Hydra answers these itself
+    modes = [f for f in flags if f in ("-m", "--multirun", "--cfg", "-c", "--info", "-i")]
+    if len(modes) > 1:  # Hydra would say so with a traceback
+        raise UserError(f"{' and '.join(modes)} cannot be combined: give one of them")
     overrides = with_model_defaults(with_resume(overrides))
     check_overrides(overrides)
     _refuse_to_overwrite(overrides)
