@@ -130,14 +130,18 @@ class Replicas:
         _coalesced(grads, mean)
 
     def any(self, flag: bool) -> bool:
-        """Whether any replica says yes (a stop request, a diverged loss): all must agree,
-        or the others would wait for a collective that never comes. A CPU tensor: no device
-        sync."""
+        """Whether any replica says yes (a diverged loss): all must agree, or the others
+        would wait for a collective that never comes."""
+        return self.any_each(flag)[0]
+
+    def any_each(self, *flags: bool) -> tuple[bool, ...]:
+        """any() of several flags in one collective (a stop request, a save request). A CPU
+        tensor: no device sync."""
         if not self.active:
-            return flag
-        t = torch.tensor([int(flag)])
+            return tuple(bool(f) for f in flags)
+        t = torch.tensor([int(f) for f in flags])
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+        return tuple(bool(v) for v in t.tolist())
 
     def mean(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Losses averaged over replicas (what gets logged: the global batch's numbers)."""

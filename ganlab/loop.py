@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -29,28 +30,62 @@ from ganlab.metrics import primary_metric
 log = logging.getLogger("ganlab")
 
 
+def preemption_signal() -> int:
+    """The signal a Slurm job gets before its time limit (sbatch --signal; submitit's
+    SUBMITIT_PREEMPT_SIGNAL, USR2 by default)."""
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").upper()
+    return getattr(signal, name if name.startswith("SIG") else f"SIG{name}", signal.SIGUSR2)
+
+
 class StopRequested:
-    """SIGINT/SIGTERM set a flag; the loop finishes its step, saves and exits 130.
-    A second signal interrupts at once."""
+    """SIGINT, SIGTERM and the preemption signal set a flag; the loop finishes its step,
+    saves and exits 130. A second signal interrupts at once.
+
+    Under a cluster launcher that handles the preemption signal itself (submitit requeues the
+    job on SIGUSR2), the loop saves first and then hands the signal on; and SIGTERM, which
+    Slurm sends at a preemption ahead of SIGUSR2, only saves and training goes on, so the
+    launcher's requeue still comes."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.save_now = False  # a checkpoint at the end of this step, then go on
+        self.preempt = preemption_signal()
         self._previous: dict[int, Any] = {}
 
+    @property
+    def launcher_handles_preemption(self) -> bool:
+        previous = self._previous.get(self.preempt)
+        return callable(previous) and previous is not signal.default_int_handler
+
     def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if signum == signal.SIGTERM and self.launcher_handles_preemption:
+            self.save_now = True
+            log.warning("%s received under a cluster launcher: saving after this step and "
+                        "going on (its %s requeues the job)", name,
+                        signal.Signals(self.preempt).name)
+            return
         if self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signum
-        log.warning("%s received: stopping after this step", signal.Signals(signum).name)
+        log.warning("%s received: stopping after this step", name)
 
     def __enter__(self):
-        for s in (signal.SIGINT, signal.SIGTERM):
+        for s in {signal.SIGINT, signal.SIGTERM, self.preempt}:
             self._previous[s] = signal.signal(s, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+
+    def hand_on(self) -> None:
+        """After the save: the launcher's own preemption handler (submitit requeues the job
+        and exits); when there is none, or it returns, the loop exits 130."""
+        if self.signal == self.preempt and self.launcher_handles_preemption:
+            handler = self._previous[self.preempt]
+            self.__exit__()
+            handler(self.preempt, None)
 
 
 CADENCES = ("log.every", "log.sample_every", "eval.every", "trainer.ckpt_every")
@@ -275,7 +310,8 @@ class Loop:
                     if self.step == warm_step:
                         warm_time = time.perf_counter()
                     at = self._due(self.step)
-                    stopping = self.replicas.any(stop.signal is not None)
+                    stopping, saving = self.replicas.any_each(stop.signal is not None,
+                                                              stop.save_now)
                     if at("log.every"):
                         self._check_finite(losses)
                         last_losses = self._read(self.replicas.mean(losses))
@@ -287,13 +323,15 @@ class Loop:
                         if main:
                             metrics = self._visuals_and_metrics(logger) or metrics
                         visualised = self.step
-                    if at("trainer.ckpt_every") or stopping:
+                    if at("trainer.ckpt_every") or stopping or saving:
                         self._check_finite(losses)  # never checkpoint a diverged state
                         if main:
                             self.save()
+                        stop.save_now = False
                     if stopping:
                         log.warning("interrupted at step %d; checkpoint saved to %s",
                                     self.step, self.ckpt_path)
+                        stop.hand_on()  # submitit: requeue (and exit there)
                         raise SystemExit(EXIT_INTERRUPTED)
             loop_end = time.perf_counter()
             self._check_finite(losses)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 import torch
 from conftest import TINY, log_shows, run_cli, signal_training, tiny_loop
@@ -84,3 +87,51 @@ def test_sigint_saves_a_checkpoint_and_exits_130(workdir):
     state = torch.load(workdir / "run/checkpoints/last.pt", weights_only=True)
     assert state["step"] >= 3
     assert "Traceback" not in err
+
+
+class SignallingFamily(CountingFamily):
+    """Sends this process a signal at chosen steps, as Slurm would during a step."""
+
+    def __init__(self, signals: dict[int, int]) -> None:
+        super().__init__()
+        self.signals = signals
+
+    def train_step(self, batch):
+        out = super().train_step(batch)
+        if self.steps in self.signals:
+            os.kill(os.getpid(), self.signals[self.steps])
+        return out
+
+
+@pytest.fixture
+def launcher_handler():
+    """A stand-in for submitit's SIGUSR2 handler (it requeues the job); restored afterwards."""
+    calls = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
+    yield calls
+    signal.signal(signal.SIGUSR2, previous)
+
+
+def test_under_a_launcher_sigterm_saves_and_goes_on_then_sigusr2_saves_and_hands_on(
+        tmp_path, launcher_handler):
+    family = SignallingFamily({3: signal.SIGTERM, 6: signal.SIGUSR2})
+    loop = _loop(tmp_path, family, max_steps=20, ckpt_every=1000, keep_last=5)
+    with pytest.raises(SystemExit) as exit_info:
+        loop.run()
+    assert exit_info.value.code == 130
+    assert launcher_handler == [signal.SIGUSR2]  # called once, after the save
+    saved = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*.pt"))
+    assert saved == ["step_3.pt", "step_6.pt"]  # SIGTERM: a save, and training went on
+    assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["step"] == 6
+    handler = signal.getsignal(signal.SIGUSR2)  # the loop's handlers are gone again
+    assert getattr(handler, "__self__", None) is None, handler
+
+
+def test_without_a_launcher_sigusr2_saves_and_exits_130(tmp_path):
+    family = SignallingFamily({4: signal.SIGUSR2})
+    loop = _loop(tmp_path, family, max_steps=20, ckpt_every=1000)
+    with pytest.raises(SystemExit) as exit_info:
+        loop.run()
+    assert exit_info.value.code == 130
+    assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["step"] == 4
+    assert family.steps == 4
