@@ -85,7 +85,12 @@ class StopRequested:
         if self.signal == self.preempt and self.launcher_handles_preemption:
             handler = self._previous[self.preempt]
             self.__exit__()
-            handler(self.preempt, None)
+            try:
+                handler(self.preempt, None)
+            except Exception as e:  # submitit: "timed-out too many times", say
+                log.error("the launcher did not requeue this job (%s: %s); its checkpoint "
+                          "is saved: resubmit with resume=auto to continue", type(e).__name__,
+                          str(e).strip().splitlines()[0] if str(e).strip() else "")
 
 
 CADENCES = ("log.every", "log.sample_every", "eval.every", "trainer.ckpt_every")

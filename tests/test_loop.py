@@ -135,3 +135,19 @@ def test_without_a_launcher_sigusr2_saves_and_exits_130(tmp_path):
     assert exit_info.value.code == 130
     assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["step"] == 4
     assert family.steps == 4
+
+
+def test_a_launcher_that_does_not_requeue_leaves_a_saved_run_and_exit_130(tmp_path, caplog):
+    def give_up(signum, frame):
+        raise RuntimeError("Job not requeued because: timed-out too many times")
+
+    previous = signal.signal(signal.SIGUSR2, give_up)
+    try:
+        loop = _loop(tmp_path, SignallingFamily({2: signal.SIGUSR2}), max_steps=20)
+        with pytest.raises(SystemExit) as exit_info:
+            loop.run()
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert exit_info.value.code == 130
+    assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["step"] == 2
+    assert "did not requeue this job (RuntimeError: Job not requeued because" in caplog.text

@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -76,6 +80,99 @@ def test_submitit_local_writes_the_run_dir(workdir):
     assert (jobs[0] / "metrics.json").is_file()
     assert (jobs[0] / "checkpoints" / "last.pt").is_file()
     assert list((sweep / ".submitit").glob("*/*_0_log.out"))  # submitit's own logs
+
+
+def job_pid(group: int) -> int | None:
+    """The pid of submitit's job runner (`python -u -m submitit.core._submit FOLDER`, the
+    process that trains) among the processes of one process group, or None."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            if b"submitit.core._submit" in command and os.getpgid(int(entry.name)) == group:
+                return int(entry.name)
+        except OSError:  # gone meanwhile
+            continue
+    return None
+
+
+def wait_for(what: str, found, deadline: float, sweep: subprocess.Popen):
+    """Poll found() until it returns something; fail at the deadline or if the sweep ended."""
+    while time.monotonic() < deadline:
+        value = found()
+        if value:
+            return value
+        if sweep.poll() is not None:
+            pytest.fail(f"the sweep exited {sweep.returncode} while waiting for {what}")
+        time.sleep(0.02)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc (Linux)")
+def test_submitit_local_preemption_saves_requeues_and_resume_auto_continues(workdir):
+    """What a Slurm preemption with a grace time sends: SIGTERM (the job saves and goes on),
+    then SIGUSR2 (it saves, and submitit's handler requeues it); the requeued job continues
+    from that save with resume=auto, in the same job dir, and the sweep succeeds."""
+    max_steps = 2000  # ~6 s of training on a busy CPU: the signals come within its first steps
+    args = [sys.executable, "-m", "ganlab", "train", "-m", "hydra/launcher=submitit_local",
+            "dataset=ring", "model=mlp_gan", "device=cpu", f"trainer.max_steps={max_steps}",
+            "trainer.ckpt_every=100000", "log.every=1", "log.sample_every=0", "eval.every=0",
+            "log.progress=false", "resume=auto"]
+    env = {**os.environ, "GANLAB_DATA": str(workdir / "data")}
+    env.pop("HYDRA_FULL_ERROR", None)
+    env.pop("SUBMITIT_PREEMPT_SIGNAL", None)  # SIGUSR2, submitit's default
+    deadline = time.monotonic() + 150
+    with open(workdir / "sweep.out", "wb") as out:
+        # a session of its own: the sweep, submitit's controller and the job form one group
+        sweep = subprocess.Popen(args, cwd=workdir, env=env, stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        train_log = wait_for(
+            "the job's train.log", lambda: next(
+                iter((workdir / "outputs" / "multirun").glob("*/*/0/train.log")), None),
+            deadline, sweep)
+        job = train_log.parent
+        wait_for("the job's first steps", lambda: "step 5/" in train_log.read_text(),
+                 deadline, sweep)
+        pid = wait_for("the job's process", lambda: job_pid(sweep.pid), deadline, sweep)
+        os.kill(pid, signal.SIGTERM)
+        saved = wait_for("the checkpoint of SIGTERM", lambda: sorted(
+            (job / "checkpoints").glob("step_*.pt")), deadline, sweep)
+        first = int(saved[0].stem.removeprefix("step_"))
+        wait_for("a step after that save", lambda: f"step {first + 1}/" in train_log.read_text(),
+                 deadline, sweep)
+        os.kill(pid, signal.SIGUSR2)
+        sweep.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pytest.fail("timed out waiting for the sweep to finish")
+    finally:  # nothing of the group outlives the test, whatever happened
+        try:
+            os.killpg(sweep.pid, signal.SIGKILL)
+        except ProcessLookupError:  # all gone already
+            pass
+        sweep.wait(timeout=30)
+    output = (workdir / "sweep.out").read_text(errors="replace")
+    assert sweep.returncode == 0, output[-3000:]
+
+    text = train_log.read_text()
+    assert "resume=auto: no checkpoint" in text  # the first start
+    term = text.index("SIGTERM received under a cluster launcher: saving after this step and "
+                      "going on")
+    stop = re.compile(r"interrupted at step (\d+); checkpoint saved").search(text, term)
+    assert stop, text[-3000:]
+    step = int(stop.group(1))
+    assert first < step < max_steps  # SIGTERM saved at `first` and training went on
+    again = text.index("resume=auto: continuing", stop.end())
+    assert re.compile(rf"resumed from \S+ at step {step}\b").search(text, again), text[again:]
+    # the requeued job finished in the same job dir; the saves: SIGTERM's, SIGUSR2's, the end
+    sweep_dir, jobs = sweep_jobs(workdir)
+    assert jobs == [job]
+    assert json.loads((job / "metrics.json").read_text())["step"] == max_steps
+    assert sorted(int(p.stem.removeprefix("step_"))
+                  for p in (job / "checkpoints").glob("step_*.pt")) == [first, step, max_steps]
+    (submitit_log,) = (sweep_dir / ".submitit").glob("*/*_0_log.out")
+    assert "Requeued job" in submitit_log.read_text()  # by submitit's own handler
 
 
 # in-process: the callback and the summary without a launcher
