@@ -75,6 +75,30 @@ def tiny_loop(run_dir: Path, family, eval_every: int = 0, **trainer):
     return Loop(cfg, family, data, run_dir, overrides=[])
 
 
+def run_in_process(args: list[str], capsys) -> subprocess.CompletedProcess | None:
+    """A bad command line through the code `python -m ganlab` runs, without a new process
+    (seconds saved per call): the small commands, and train up to Hydra (None when the train
+    preflight accepts the command line). tests/test_troubleshooting.py checks that it prints
+    what the CLI prints."""
+    from ganlab import __main__, preflight
+    from ganlab.errors import UserError, fail
+
+    capsys.readouterr()
+    if args[0] == "train":
+        try:
+            preflight.prepare_train_args(args[1:])
+        except UserError as e:
+            error = e
+        else:
+            return None
+    with pytest.raises(SystemExit) as stop:
+        if args[0] == "train":
+            fail(str(error))  # what ganlab.__main__ does with it
+        __main__.main(args)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, stop.value.code, out, err)
+
+
 def read_events(tb_dir: Path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, assert_bad_input, read_events, run_cli
+from conftest import TINY, assert_bad_input, read_events, run_cli, run_in_process
 
 # a tiny LeNet on synthetic images: every defence, a few steps
 TINY_LENET = [*TINY, "model=lenet", "model.channels=[4]", "model.hidden=[16]",
@@ -130,7 +130,7 @@ def test_transfer_and_substitute(digits_run, tmp_path):
     assert 0 <= row["accuracy"] <= 1 and 0 <= row["source_clean_accuracy"] <= 1
 
 
-def test_attack_bad_input(digits_run, tmp_path):
+def test_attack_bad_input(digits_run, tmp_path, capsys):
     gan = tmp_path / "gan"
     assert run_cli(["train", *TINY, f"hydra.run.dir={gan}"], tmp_path).returncode == 0
     out = tmp_path / "out"
@@ -143,11 +143,12 @@ def test_attack_bad_input(digits_run, tmp_path):
         (["attack=transfer"], "source_ckpt"),
         (["attack=substitute", "attack.seed_size=500"], "leaves no held-out image"),
     ]
-    for args, fragment in cases:
-        result = _attack(digits_run, *args, f"out={out}")
+    for args, fragment in cases:  # in-process: the same code and output as the CLI's
+        result = run_in_process(["attack", f"ckpt={digits_run}", "n_examples=300", "show=4",
+                                *args, f"out={out}"], capsys)
         assert_bad_input(result, fragment)
     assert_bad_input(_attack(gan, f"out={out}"), "holds a gan model (dcgan), not a classifier")
-    assert_bad_input(run_cli(["attack", f"ckpt={tmp_path / 'nothing'}"], tmp_path),
+    assert_bad_input(run_in_process(["attack", f"ckpt={tmp_path / 'nothing'}"], capsys),
                      "does not exist")
     assert not out.exists()  # nothing written by any of them
 

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import pytest
 import torch
-from conftest import TINY, assert_bad_input, read_events, run_cli
+from conftest import TINY, assert_bad_input, read_events, run_cli, run_in_process
 from test_loop import CountingFamily, _loop
 
 from ganlab import checkpoint
@@ -111,9 +111,10 @@ def test_eval_command_reuses_the_cache_and_writes_json(gan_run):
     assert report["classifier_fid"] > 0
 
 
-def test_eval_bad_input(gan_run, workdir):
-    assert_bad_input(run_cli(["eval", f"run={workdir / 'none'}"], workdir), "does not exist")
-    assert_bad_input(run_cli(["eval", f"run={gan_run}", "ckpt=first"], workdir),
+def test_eval_bad_input(gan_run, workdir, capsys):
+    assert_bad_input(run_in_process(["eval", f"run={workdir / 'none'}"], capsys),
+                     "does not exist")
+    assert_bad_input(run_in_process(["eval", f"run={gan_run}", "ckpt=first"], capsys),
                      "ckpt must be last or best")
     toy = workdir / "toy"
     args = [*[a for a in TINY if not a.startswith("dataset")], "dataset=ring",
@@ -124,9 +125,9 @@ def test_eval_bad_input(gan_run, workdir):
     assert "modes_covered" in json.loads((toy / "eval_last.json").read_text())
     plain = workdir / "plain"  # random synthetic images: no metric applies
     assert run_cli(["train", *TINY, f"hydra.run.dir={plain}"], workdir).returncode == 0
-    assert_bad_input(run_cli(["eval", f"run={plain}", "ckpt=best"], workdir),
+    assert_bad_input(run_in_process(["eval", f"run={plain}", "ckpt=best"], capsys),
                      "kept no best checkpoint")
-    assert_bad_input(run_cli(["eval", f"run={plain}"], workdir), "no metric applies")
+    assert_bad_input(run_in_process(["eval", f"run={plain}"], capsys), "no metric applies")
 
 
 def test_inception_weights_absent_offline_is_a_clear_error(tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, assert_bad_input, run_cli
+from conftest import TINY, assert_bad_input, run_cli, run_in_process
 
 from ganlab import checkpoint
 
@@ -154,28 +154,6 @@ def fill(text: str, values: dict[str, str]) -> str:
     return text
 
 
-def in_process(args: list[str], capsys) -> subprocess.CompletedProcess | None:
-    """The row through the code the CLI runs, without a new process: the small commands, and
-    train up to Hydra (None when the train preflight accepts the command line)."""
-    from ganlab import __main__, preflight
-    from ganlab.errors import UserError, fail
-
-    capsys.readouterr()
-    if args[0] == "train":
-        try:
-            preflight.prepare_train_args(args[1:])
-        except UserError as e:
-            error = e
-        else:
-            return None
-    with pytest.raises(SystemExit) as stop:
-        if args[0] == "train":
-            fail(str(error))  # what ganlab.__main__ does with it
-        __main__.main(args)
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(args, stop.value.code, out, err)
-
-
 def cli(args: list[str], cwd: Path, data_dir: str, fault: str | None = None):
     env = {**os.environ, "GANLAB_DATA": data_dir, "PYTHONWARNINGS": "default"}
     env.pop("HYDRA_FULL_ERROR", None)
@@ -197,7 +175,7 @@ def test_row(situation, command, message, tmp_path, dcgan_run, capsys, monkeypat
     monkeypatch.chdir(tmp_path)
     args = shlex.split(fill(command, values))[3:]  # after python -m ganlab
     fault = FAULTS.get(situation)
-    result = None if fault else in_process(args, capsys)
+    result = None if fault else run_in_process(args, capsys)
     if result is None:
         result = cli(args, tmp_path, values["<data_dir>"], fault)
     assert_bad_input(result)
@@ -219,7 +197,7 @@ def test_cli_prints_what_the_in_process_rows_print(tmp_path, dcgan_run, capsys, 
     assert len(chosen) == 2
     for _, command, _ in chosen:
         args = shlex.split(fill(command, values))[3:]
-        inside = in_process(args, capsys)
+        inside = run_in_process(args, capsys)
         assert inside is not None
         outside = run_cli(args, tmp_path)
         assert_bad_input(outside)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, assert_bad_input, read_events, run_cli
+from conftest import TINY, assert_bad_input, read_events, run_cli, run_in_process
 from hydra import compose, initialize_config_dir
 
 from ganlab.config import CONF_DIR
@@ -150,7 +150,7 @@ def test_latent_grid_has_rows_of_alphas(digits_vae):
     assert "alpha -1.5, -0.75, 0, 0.75, 1.5" in result.stdout
 
 
-def test_latent_and_vae_bad_input(digits_vae, workdir):
+def test_latent_and_vae_bad_input(digits_vae, workdir, capsys):
     unknown = run_cli(["latent", f"ckpt={digits_vae}", "attribute=Smiling", "out=x.png"],
                       workdir)
     assert_bad_input(unknown, "unknown attribute 'Smiling'", "0, 1, 2")
@@ -165,8 +165,9 @@ def test_latent_and_vae_bad_input(digits_vae, workdir):
         (["model=vae", "vae.likelihood=poisson"], "likelihood"),
         (["model=dcgan", "vae.beta=2"],
          "vae.beta applies to the ae and vae families, not to model=dcgan"),
-    ]:
-        result = run_cli(["train", *TINY, *args, "hydra.run.dir=bad"], workdir)
+    ]:  # in-process when the preflight refuses it, else through the CLI (refused at start)
+        command = ["train", *TINY, *args, f"hydra.run.dir={workdir / 'bad'}"]
+        result = run_in_process(command, capsys) or run_cli(command, workdir)
         assert_bad_input(result, fragment)
     assert not (workdir / "bad" / "checkpoints").exists()
 
