@@ -18,6 +18,7 @@ The process group is set up before Hydra starts, so that rank 0 can pin one run 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import os
 from collections.abc import Iterable
@@ -142,6 +143,16 @@ class Replicas:
         t = torch.tensor([int(f) for f in flags])
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return tuple(bool(v) for v in t.tolist())
+
+    @contextlib.contextmanager
+    def main_first(self):
+        """Rank 0 runs the block (a download, a decoded-image cache) before the others do:
+        they then find the files in place instead of writing the same ones at once."""
+        if self.active and not self.is_main:
+            self.any(False)  # a barrier through a CPU collective (gloo): rank 0 is done
+        yield
+        if self.active and self.is_main:
+            self.any(False)
 
     def mean(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Losses averaged over replicas (what gets logged: the global batch's numbers)."""

@@ -69,8 +69,9 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, flo
     flush_denormals()
     seed_everything(cfg.trainer.seed)  # the same on every replica: identical initial networks
     family_cls = FAMILIES.get(cfg.model.family)
-    data = build_dataset(cfg.dataset, Path(cfg.data_dir), cfg.trainer.seed,
-                         heldout=family_cls.wants_heldout(cfg))
+    with replicas.main_first():  # under torchrun, one process downloads and caches
+        data = build_dataset(cfg.dataset, Path(cfg.data_dir), cfg.trainer.seed,
+                             heldout=family_cls.wants_heldout(cfg))
     log.info("data: %s", data.source)
     data = data.to(device)  # the held-out split too
     family = family_cls(cfg, data.spec, device)

@@ -192,3 +192,15 @@ def test_a_single_process_averages_nothing_and_broadcasts_nothing():
     assert replicas.any(True) and not replicas.any(False)
     losses = {"loss/G": torch.tensor(1.5)}
     assert replicas.mean(losses) is losses
+
+
+@pytest.mark.parametrize("rank, expected", [(0, ["block", "barrier"]), (1, ["barrier", "block"])])
+def test_rank_0_prepares_the_data_before_the_others(rank, expected, monkeypatch):
+    """The others wait at a barrier until rank 0 has downloaded and cached; rank 0 meets
+    them there after its block, so each collective is matched."""
+    events = []
+    replicas = fake_replicas(rank, 2)
+    monkeypatch.setattr(replicas, "any", lambda flag: events.append("barrier"))
+    with replicas.main_first():
+        events.append("block")
+    assert events == expected
