@@ -159,7 +159,9 @@ class Replicas:
         if not self.active or not values:
             return values
         keys = sorted(values)
-        stacked = torch.stack([values[k].detach().float().reshape(()) for k in keys])
+        device = values[keys[0]].device  # a family may log a CPU number beside GPU losses
+        stacked = torch.stack([values[k].detach().float().reshape(()).to(device)
+                               for k in keys])
         dist.all_reduce(stacked)
         stacked /= self.world
         return dict(zip(keys, stacked.unbind(), strict=True))
