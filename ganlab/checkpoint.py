@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import random
@@ -191,6 +192,67 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
     if state.get("version") != VERSION:
         raise UserError(f"checkpoint {p} has format version {state.get('version')}, "
                         f"this ganlab reads version {VERSION}")
+    return migrate(state)
+
+
+# --- older stored configs -------------------------------------------------------------------
+
+# ganlab 0.1 kept every family's settings in top-level sections of every run's config; they
+# now live under model.* and only the chosen family's exist. section -> the families it served
+OLD_SECTIONS = {"gan": ("gan", "progan"), "classifier": ("classifier",), "vae": ("ae", "vae"),
+                "cyclegan": ("cyclegan",)}
+# old loss files set Gulrajani's / Arjovsky's optimiser too: that is experiment=... now
+OLD_LOSS_PRESETS = ("wgan", "wgan_gp")
+
+
+def is_old_layout(config: dict) -> bool:
+    return "classifier" in config and "vae" in config and "gan" in config
+
+
+def migrate_config(config: dict) -> dict:
+    """A stored config in today's layout: the chosen family's old section merged into model,
+    the other families' sections (and loss / defense where the family reads none) dropped."""
+    if not is_old_layout(config):
+        return config
+    config = copy.deepcopy(config)
+    family = config["model"]["family"]
+    for section, families in OLD_SECTIONS.items():
+        settings = config.pop(section)
+        if family in families:
+            if family == "ae":  # a plain autoencoder read only the learning rate
+                settings = {"lr": settings["lr"]}
+            config["model"].update(settings)
+    if family not in OLD_SECTIONS["gan"]:
+        config.pop("loss", None)
+    if family != "classifier":
+        config.pop("defense", None)
+    return config
+
+
+def migrate_overrides(overrides: list[str], family: str) -> list[str]:
+    """A run's stored command line in today's keys: gan.lr_g=... -> model.lr_g=...;
+    loss=wgan_gp of a GAN -> experiment=wgan_gp (the old loss file's optimiser settings)."""
+    result = []
+    for given in overrides:
+        key, _, value = given.partition("=")
+        prefix, bare = key[: len(key) - len(key.lstrip("+~"))], key.lstrip("+~")
+        section, _, rest = bare.partition(".")
+        if section in OLD_SECTIONS and rest:
+            result.append(f"{prefix}model.{rest}={value}")
+        elif bare == "loss" and family == "gan" and value in OLD_LOSS_PRESETS:
+            result.append(f"experiment={value}")
+        else:
+            result.append(given)
+    return result
+
+
+def migrate(state: dict[str, Any]) -> dict[str, Any]:
+    """A loaded checkpoint's config and overrides in today's layout (a no-op for new ones)."""
+    config = state.get("config")
+    if isinstance(config, dict) and is_old_layout(config):
+        state["overrides"] = migrate_overrides(list(state.get("overrides", [])),
+                                               config["model"]["family"])
+        state["config"] = migrate_config(config)
     return state
 
 
@@ -256,17 +318,31 @@ def seed_everything(seed: int) -> None:
 
 
 def with_current_defaults(stored: dict):
-    """A checkpoint's config over today's schema: sections and keys added since the run was
-    trained (gan.ema, trainer.precision, ...) get their defaults instead of failing."""
-    from omegaconf import OmegaConf
+    """A checkpoint's config (today's layout) over today's defaults for its model, loss and
+    defence: keys added since the run was trained (model.ema, trainer.precision, ...) get
+    their defaults instead of failing, and enum values are typed again."""
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
-    from ganlab.config import Config
+    from ganlab.config import compose
 
+    choices = [f"model={stored['model']['name']}"]
+    choices += [f"{group}={stored[group]['name']}" for group in ("loss", "defense")
+                if group in stored]
+    stored = dict(stored)
+    dataset = stored.pop("dataset")
     try:
-        return OmegaConf.merge(OmegaConf.structured(Config), stored)
-    except OmegaConfBaseException:  # a key the schema no longer has: read it as it was
-        return OmegaConf.create(stored)
+        base = compose(choices)
+        with open_dict(base):
+            base.pop("dataset")
+        cfg = OmegaConf.merge(base, stored)
+    except (HydraException, OmegaConfBaseException, UserError):
+        # a model, key or choice ganlab no longer has: read it as it was
+        return OmegaConf.create({**stored, "dataset": dataset})
+    with open_dict(cfg):
+        cfg.dataset = dataset
+    return cfg
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ganlab.config import ranged, register_schema
 from ganlab.registry import Registry
 
 
@@ -38,7 +39,19 @@ class GanLoss:
         raise NotImplementedError
 
 
-LOSSES: Registry[type[GanLoss]] = Registry("loss")
+LOSSES: Registry[type[GanLoss]] = Registry("loss", group="loss")
+
+
+@dataclass
+class LossConfig:
+    """The `loss:` section of GAN models, one schema for every loss file in conf/loss/."""
+
+    name: str = "nonsaturating"
+    gp_weight: float = ranged(0.0, "[0, inf)")  # gradient penalty weight (wgan_gp: 10)
+    clip_value: float = ranged(0.0, "[0, inf)")  # critic weight clipping to [-c, c] (wgan: 0.01)
+
+
+register_schema("loss", "loss", LossConfig)
 
 
 def _bce(logits: torch.Tensor, target: torch.Tensor | float) -> torch.Tensor:

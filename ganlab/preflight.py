@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import os
+import re
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -22,16 +23,64 @@ from omegaconf.errors import OmegaConfBaseException
 from ganlab import checkpoint, distributed
 from ganlab.config import CONF_DIR, SCHEMA_PREFIX, check_ranges
 from ganlab.errors import UserError
+from ganlab.plugins import search_path_override
 
-GROUPS = ("dataset", "model", "loss", "defense")
+GROUPS = ("dataset", "model", "loss", "defense", "experiment")
+DEFAULT_MODEL = "dcgan"  # conf/config.yaml's choice
+# the sections of model settings before they moved under model.* (ganlab 0.1)
+OLD_SECTIONS = ("gan", "vae", "classifier", "cyclegan")
 # Hydra flags that take a value in the next argument
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name",
                      "-cn", "--config-dir", "-cd", "--info", "--experimental-rerun"}
 
 
+def config_dirs() -> list[Path]:
+    """ganlab's config folder, then the plugins' (ganlab.plugins)."""
+    from ganlab.plugins import discover
+
+    return [CONF_DIR, *discover()]
+
+
 def choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")
-                  if not p.stem.startswith(SCHEMA_PREFIX))
+    return sorted({p.stem for folder in config_dirs() for p in (folder / group).glob("*.yaml")
+                   if not p.stem.startswith(SCHEMA_PREFIX)})
+
+
+def models_with(group: str) -> list[str]:
+    """The models whose config file brings the group (loss: the GANs; defense: classifiers)."""
+    return sorted({p.stem for folder in config_dirs() for p in (folder / "model").glob("*.yaml")
+                   if f"/{group}@" in p.read_text()})
+
+
+def _friendly(e: BaseException, job: list[str]) -> str:
+    """Hydra's message for the commonest mistakes, said in ganlab's terms."""
+    text = _one_line(e)
+    for o in job:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key.split(".")[0] in OLD_SECTIONS and f"'{key}'" in text:
+            return (f"{key} is now model.{key.split('.', 1)[1]}: a model's settings live "
+                    f"under model.* (python -m ganlab train model=... --cfg job lists them)")
+    model = next((o.split("=", 1)[1] for o in reversed(job) if o.startswith("model=")),
+                 DEFAULT_MODEL)
+    refused = re.match(r"Could not override '([\w.]+)'", text)
+    if refused:
+        key = refused.group(1)
+        section = key.split(".")[0]
+        if section in ("loss", "defense") and model in models_with(section):
+            if key != section and "not in" in text:
+                chosen = next((o for o in reversed(job) if o.startswith(f"{section}=")),
+                              f"model={model}'s default {section} (choose one: {section}=...)")
+                return f"{key} is not a setting of {chosen}"
+        elif section in ("loss", "defense"):
+            return (f"{key}{'=' if key == section else ''} applies to "
+                    f"model={','.join(models_with(section))}, not to model={model}")
+        if "is not in struct" in text and key == section:  # a top-level typo: modle=dcgan
+            return (f"unknown config group or key {key!r}; choose a group of: "
+                    f"{', '.join(GROUPS)} (python -m ganlab train --help lists them)")
+        if section == "model" and "not in" in text:
+            return (f"{key} is not a setting of model={model} (python -m ganlab train "
+                    f"model={model} --cfg job lists them)")
+    return text
 
 
 def split_args(args: list[str]) -> tuple[list[str], list[str]]:
@@ -86,14 +135,15 @@ def compose_all(overrides: list[str], config_name: str = "config",
         else:
             grid.append([o.input_line])
     composed = []
+    search = search_path_override()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         for combination in itertools.product(*grid):
             job = [o for o in combination if not o.startswith("hydra.") and
                    not o.startswith("hydra/")]
             try:
-                composed.append(compose(config_name, overrides=job))
+                composed.append(compose(config_name, overrides=[*job, *search]))
             except (HydraException, OmegaConfBaseException, ValueError) as e:
-                raise UserError(_one_line(e)) from e
+                raise UserError(_friendly(e, job)) from e
         _check_hydra_overrides(config_name, [o for o in parsed if _is_hydra(o)])
     return composed
 
@@ -150,16 +200,17 @@ def _check_names(cfg) -> None:
     _check_required(cfg)
     from ganlab.attacks.defenses import DEFENSES
     from ganlab.data import DATASETS, dataset_builder
-    from ganlab.families import FAMILIES, check_family_data, check_family_sections
+    from ganlab.families import FAMILIES, check_family_data
     from ganlab.losses import LOSSES
     from ganlab.models import MODELS
 
     DATASETS.get(dataset_builder(cfg.dataset))
     MODELS.get(cfg.model.name)
     FAMILIES.get(cfg.model.family)
-    LOSSES.get(cfg.loss.name)
-    DEFENSES.get(cfg.defense.name)
-    check_family_sections(cfg)
+    if "loss" in cfg:
+        LOSSES.get(cfg.loss.name)
+    if "defense" in cfg:
+        DEFENSES.get(cfg.defense.name)
     check_family_data(cfg)
     distributed.check_sync_batchnorm(cfg)
 
@@ -216,7 +267,7 @@ def train_help(overrides: list[str]) -> str:
     groups = "\n".join(f"  {g}: {', '.join(choices(g))}" for g in GROUPS)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         try:
-            cfg = compose("config", overrides=overrides)
+            cfg = compose("config", overrides=[*overrides, *search_path_override()])
         except (HydraException, OmegaConfBaseException) as e:
             raise UserError(_one_line(e)) from e
     return (
@@ -229,26 +280,11 @@ def train_help(overrides: list[str]) -> str:
     )
 
 
-# settings a model brings unless the command line gives its own: Karras et al. train
-# progressive growing with WGAN-GP, one critic step, Adam lr 1e-3 betas (0, 0.99). A model's
-# config file cannot set them: the loss file, composed after it, sets gan.* itself
-MODEL_DEFAULTS = {"progan": {"loss": "wgan_gp", "gan.d_steps": "1", "gan.lr_g": "1e-3",
-                             "gan.lr_d": "1e-3", "gan.betas": "[0.0,0.99]"}}
-
-
-def with_model_defaults(overrides: list[str]) -> list[str]:
-    models = [o.split("=", 1)[1] for o in overrides if o.startswith("model=")]
-    implied = MODEL_DEFAULTS.get(models[-1], {}) if models else {}
-    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    return overrides + [f"{key}={value}" for key, value in implied.items()
-                        if key not in given]
-
-
 def prepare_train_args(args: list[str]) -> list[str]:
     """Validate a `train` command line; returns the arguments to hand to Hydra."""
     if not (CONF_DIR / "config.yaml").is_file():
-        raise UserError(f"the config folder {CONF_DIR} is missing; install ganlab from its "
-                        "source tree with pip install -e .")
+        raise UserError(f"the config folder {CONF_DIR} is missing; reinstall ganlab "
+                        "(pip install . or pip install -e . from its source tree)")
     flags, overrides = split_args(args)
     if any(f in ("--help", "-h") for f in flags):
         print(train_help(overrides), end="")
@@ -259,7 +295,7 @@ def prepare_train_args(args: list[str]) -> list[str]:
     modes = [f for f in flags if f in ("-m", "--multirun", "--cfg", "-c", "--info", "-i")]
     if len(modes) > 1:  # Hydra would say so with a traceback
         raise UserError(f"{' and '.join(modes)} cannot be combined: give one of them")
-    overrides = with_model_defaults(with_resume(overrides))
+    overrides = [*with_resume(overrides), *search_path_override()]
     check_overrides(overrides)
     _refuse_to_overwrite(overrides)
     _check_writable(overrides)

@@ -17,13 +17,14 @@ from ganlab.config import CONF_DIR, check_ranges  # importing config registers t
 from ganlab.data import build_dataset
 from ganlab.distributed import Replicas, sync_batchnorm
 from ganlab.errors import UserError, fail
-from ganlab.families import FAMILIES, check_family_data, check_family_sections
+from ganlab.families import FAMILIES, check_family_data
 from ganlab.loop import Loop
+from ganlab.plugins import discover
 from ganlab.preflight import RESUME_AUTO
 from ganlab.runtime import flush_denormals, speed_switches
 
 log = logging.getLogger("ganlab")
-
+discover()  # every family, dataset and loss registers its config schema before Hydra composes
 
 
 class _Progress:
@@ -62,7 +63,6 @@ def resolve_device(name: str) -> torch.device:
 
 def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, float]:
     check_ranges(cfg)  # preflight checked already; this serves callers that skip it
-    check_family_sections(cfg)
     check_family_data(cfg)
     replicas = Replicas()
     device = replicas.device(resolve_device(cfg.device))

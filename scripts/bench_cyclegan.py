@@ -68,8 +68,8 @@ def main() -> None:
         run = Path(tmp) / "run"
         command = [sys.executable, "-m", "ganlab", "train", "model=cyclegan", "dataset=red2blue",
                    f"trainer.max_steps={args.steps}", f"trainer.seed={args.seed}",
-                   f"cyclegan.g_features={args.features}",
-                   f"cyclegan.d_features={args.features}", "log.every=50",
+                   f"model.g_features={args.features}",
+                   f"model.d_features={args.features}", "log.every=50",
                    f"log.sample_every={args.steps}", f"eval.every={args.steps}",
                    f"trainer.ckpt_every={args.steps}", "log.progress=false", "device=cpu",
                    f"hydra.run.dir={run}"]

@@ -6,7 +6,7 @@ covered and the high-quality fraction (samples within 3 std of a mode) from the 
 evaluation (10,000 samples), as mean and spread over the seeds:
 
     minimax, nonsaturating, wgan_gp (5 critic steps per G step), and nonsaturating with
-    gan.minibatch_std, gan.history, gan.ema.
+    model.minibatch_std, model.history, model.ema.
 
 Runs in-process through ganlab's own config composition and training entrypoint, two at a
 time (one thread each).
@@ -28,9 +28,9 @@ VARIANTS = {
     "minimax": ["loss=minimax"],
     "nonsaturating": ["loss=nonsaturating"],
     "wgan_gp": ["loss=wgan_gp"],
-    "nonsaturating + minibatch_std": ["gan.minibatch_std=true"],
-    "nonsaturating + history": ["gan.history=512"],
-    "nonsaturating + ema": ["gan.ema=0.999"],
+    "nonsaturating + minibatch_std": ["model.minibatch_std=true"],
+    "nonsaturating + history": ["model.history=512"],
+    "nonsaturating + ema": ["model.ema=0.999"],
 }
 DATASETS = ("ring", "grid")
 QUIET = ["log.progress=false", "log.sample_every=0", "eval.every=0", "trainer.ckpt_every=0",

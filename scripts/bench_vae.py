@@ -39,7 +39,7 @@ def main() -> None:
     run = work / "vae"
     command = [sys.executable, "-m", "ganlab", "train", "model=vae", "dataset=mnist",
                f"dataset.source={args.source}", f"trainer.epochs={args.epochs}",
-               "trainer.batch_size=128", "vae.lr=1e-3", "model.latent_dim=20",
+               "trainer.batch_size=128", "model.lr=1e-3", "model.latent_dim=20",
                "eval.every=0", "log.sample_every=0", "log.progress=false",
                f"device={args.device}", f"hydra.run.dir={run}"]
     started = time.perf_counter()

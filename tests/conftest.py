@@ -53,17 +53,31 @@ def log_shows(log: Path, text: str):
     return lambda: log.exists() and text in log.read_text()
 
 
+def make_config(model, dataset=None, **sections):
+    """A run config built in Python from schema instances (ganlab.config.build_config), with
+    the sections a model's config file would bring: a loss for GANs, a defence for
+    classifiers. dataset: synthetic 28-px digits by default."""
+    from ganlab.attacks.defenses import NoDefenseConfig
+    from ganlab.config import SyntheticDatasetConfig, build_config
+    from ganlab.losses import LossConfig
+
+    family = model["family"] if isinstance(model, dict) else model.family
+    if family in ("gan", "progan"):
+        sections.setdefault("loss", LossConfig())
+    if family == "classifier":
+        sections.setdefault("defense", NoDefenseConfig())
+    return build_config(model, dataset or SyntheticDatasetConfig(), **sections)
+
+
 def tiny_loop(run_dir: Path, family, eval_every: int = 0, **trainer):
     """A Loop over 16 random 4x4 images (batch 4, checkpoints every 2 steps) driving a stand-in
     family in-process; `trainer` overrides trainer.* keys."""
     import torch
-    from omegaconf import OmegaConf
 
-    from ganlab.config import Config, SyntheticDatasetConfig
     from ganlab.data.base import DataSpec, InMemoryDataset
     from ganlab.loop import Loop
 
-    cfg = OmegaConf.structured(Config(dataset=SyntheticDatasetConfig(), model={"name": "x"}))
+    cfg = make_config({"name": "x", "family": "x"})
     cfg.trainer.batch_size = 4
     cfg.trainer.ckpt_every = 2
     cfg.log.progress = False

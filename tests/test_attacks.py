@@ -21,8 +21,8 @@ from ganlab.attacks.gradient import (
     pgd,
     pick_targets,
 )
-from ganlab.config import LenetConfig, MlpClassifierConfig, SoftmaxConfig
 from ganlab.data.base import DataSpec
+from ganlab.families.classifier import LenetConfig, MlpClassifierConfig, SoftmaxConfig
 from ganlab.models.classifiers import build_lenet, build_mlp, build_softmax
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import gzip
-import re
 import struct
 from pathlib import Path
 
@@ -25,10 +24,10 @@ from ganlab.data import build_dataset
 from ganlab.data.base import HELDOUT_FRACTION, DataSpec, InMemoryDataset, split_off_heldout
 from ganlab.data.mnist import read_idx
 from ganlab.errors import UserError
-from ganlab.families import check_family_sections
 from ganlab.families.classifier import ClassifierFamily
 from ganlab.images import resize_uint8
 from ganlab.models import MODELS
+from ganlab.preflight import compose_all
 
 pytestmark = pytest.mark.usefixtures("one_thread", "no_download")
 
@@ -378,7 +377,7 @@ def test_train_step_numbers_match_the_model_before_the_step() -> None:
 @pytest.fixture(scope="module")
 def trained() -> ClassifierFamily:
     """softmax after 300 clean steps on the block task, with 200 held-out examples attached."""
-    fam = family("classifier.lr=0.01", "eval.n_samples=150")
+    fam = family("model.lr=0.01", "eval.n_samples=150")
     x, y = block_images(2048, seed=3)
     g = torch.Generator().manual_seed(0)
     accuracies = []
@@ -417,8 +416,8 @@ def test_evaluate_metrics(trained: ClassifierFamily) -> None:
 
 
 def test_evaluate_with_pgd_names_and_rng(trained: ClassifierFamily) -> None:
-    fam = family("classifier.eval_attack=pgd", "classifier.eval_eps=0.1",
-                 "classifier.eval_steps=5", "eval.n_samples=100")
+    fam = family("model.eval_attack=pgd", "model.eval_eps=0.1",
+                 "model.eval_steps=5", "eval.n_samples=100")
     fam.load_state_dict(trained.state_dict())
     fam.use_heldout(trained.heldout)
     torch.manual_seed(123)
@@ -448,7 +447,7 @@ def test_visuals(trained: ClassifierFamily) -> None:
 
 
 def test_state_dict_round_trip(trained: ClassifierFamily) -> None:
-    other = family("classifier.lr=0.01", seed=99)
+    other = family("model.lr=0.01", seed=99)
     x = trained.heldout.x[:20].float() / 255
     assert not torch.allclose(other.model(x), trained.model(x))
     other.load_state_dict(trained.state_dict())
@@ -462,42 +461,48 @@ def test_no_heldout_means_no_metrics() -> None:
     assert fam.evaluate() == {} and fam.visuals() == {}
 
 
-# --- config sections of the other family --------------------------------------------------
+# --- settings of another family -------------------------------------------------------------
 
 
-def test_gan_section_under_a_classifier_is_an_error() -> None:
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["model=lenet", "loss=wgan_gp"],
+     "loss= applies to model=cgan,dcgan,mlp_gan,progan, not to model=lenet"),
+    (["model=softmax", "loss.gp_weight=5"], "loss.gp_weight applies to model=cgan,dcgan"),
+    (["model=mlp", "model.d_steps=2"], "model.d_steps is not a setting of model=mlp"),
+    (["model=dcgan", "defense=fgsm"], "defense= applies to model=lenet,mlp,softmax, not to "
+                                      "model=dcgan"),
+    (["model=dcgan", "model.eval_eps=0.1"], "model.eval_eps is not a setting of model=dcgan"),
+    (["model=lenet", "defense.eps=0.1"], "defense.eps is not a setting of model=lenet's default"),
+    (["model=lenet", "defense=mixup", "defense.eps=0.1"],
+     "defense.eps is not a setting of defense=mixup"),
+    (["model=lenet", "classifier.lr=0.1"], "classifier.lr is now model.lr"),
+])
+def test_a_setting_the_model_does_not_read_is_refused(overrides, message) -> None:
+    from ganlab.preflight import check_overrides
+
     with pytest.raises(UserError) as err:
-        check_family_sections(compose_cfg("model=lenet", "loss=wgan_gp"))
-    message = str(err.value)
-    # the group choice is named either as typed (loss=wgan_gp) or by its keys (loss.name)
-    assert re.search(r"loss(=wgan_gp|\.name)", message), message
-    assert "gan and progan families" in message and "model=lenet" in message and "\n" not in message
-
-
-def test_changed_gan_key_under_a_classifier_is_named() -> None:
-    with pytest.raises(UserError, match=r"loss\.gp_weight.*gan and progan families"):
-        check_family_sections(compose_cfg("model=softmax", "loss.gp_weight=5"))
-    with pytest.raises(UserError, match=r"gan\.d_steps.*gan and progan families"):
-        check_family_sections(compose_cfg("model=mlp", "gan.d_steps=2"))
-
-
-def test_defense_under_a_gan_is_an_error() -> None:
-    with pytest.raises(UserError, match=r"defense(=fgsm|\.name).*classifier family"):
-        check_family_sections(compose_cfg("model=dcgan", "defense=fgsm"))
-
-
-def test_classifier_section_under_a_gan_is_an_error() -> None:
-    with pytest.raises(UserError, match=r"classifier\.eval_eps.*classifier family"):
-        check_family_sections(compose_cfg("model=dcgan", "classifier.eval_eps=0.1"))
+        check_overrides(overrides)
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
 
 
 @pytest.mark.parametrize(
     "overrides",
-    [("model=lenet", "classifier.lr=0.01"), ("model=lenet", "defense=pgd"),
-     ("model=dcgan", "gan.lr_g=0.001"), ("model=dcgan", "loss=wgan_gp"), ("model=softmax",)],
+    [("model=lenet", "model.lr=0.01"), ("model=lenet", "defense=pgd", "defense.eps=0.1"),
+     ("model=dcgan", "model.lr_g=0.001"), ("model=dcgan", "loss=wgan_gp"), ("model=softmax",)],
 )
-def test_own_sections_pass(overrides: tuple[str, ...]) -> None:
-    check_family_sections(compose_cfg(*overrides))
+def test_own_settings_pass(overrides: tuple[str, ...]) -> None:
+    from ganlab.preflight import check_overrides
+
+    check_overrides(list(overrides))
+
+
+@pytest.mark.parametrize("model", ["softmax", "mlp", "lenet", "vae", "ae", "cyclegan"])
+def test_a_run_config_holds_only_what_its_family_reads(model) -> None:
+    (cfg,) = compose_all([f"model={model}"] + (["dataset=red2blue"] if model == "cyclegan"
+                                                 else []))
+    assert ("loss" in cfg) is False
+    assert ("defense" in cfg) is (model in ("softmax", "mlp", "lenet"))
+    assert not {"gan", "vae", "classifier", "cyclegan"} & set(cfg)
 
 
 # --- held-out data -------------------------------------------------------------------------
@@ -674,7 +679,7 @@ def test_read_idx_names_the_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("method", ["ifgsm", "pgd"])
 def test_iterative_eval_attack_reaches_the_whole_eps_ball(method):
-    """classifier.eval_attack=ifgsm|pgd at eval_eps must be an eps-sized attack: with 20
+    """model.eval_attack=ifgsm|pgd at eval_eps must be an eps-sized attack: with 20
     steps of I-FGSM's own 1/255 it could move at most 0.078 and report a weak attack as 0.3."""
     from hydra import compose, initialize_config_dir
 
@@ -682,8 +687,8 @@ def test_iterative_eval_attack_reaches_the_whole_eps_ball(method):
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["model=softmax", "dataset=synthetic",
-                                           f"classifier.eval_attack={method}",
-                                           "classifier.eval_eps=0.3", "classifier.eval_steps=20"])
+                                           f"model.eval_attack={method}",
+                                           "model.eval_eps=0.3", "model.eval_steps=20"])
     family = ClassifierFamily(cfg, SPEC, CPU)
     torch.manual_seed(0)
     x = 0.35 + 0.3 * torch.rand(16, 1, 28, 28)  # inside [0.3, 0.7]: clipping never binds

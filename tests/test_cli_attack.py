@@ -13,7 +13,7 @@ from conftest import TINY, assert_bad_input, read_events, run_cli, run_in_proces
 
 # a tiny LeNet on synthetic images: every defence, a few steps
 TINY_LENET = [*TINY, "model=lenet", "model.channels=[4]", "model.hidden=[16]",
-              "classifier.eval_steps=2"]
+              "model.eval_steps=2"]
 # real digits (the bundled 5,000; 500 of them held out), enough steps for a softmax to learn
 DIGITS = ["dataset=mnist", "dataset.source=bundled", "trainer.batch_size=64", "log.every=50",
           "log.sample_every=0", "eval.every=0", "log.progress=false", "device=cpu",
@@ -45,8 +45,8 @@ def test_every_defence_trains_and_logs_heldout_accuracy(workdir, defense):
 
 @pytest.mark.parametrize(("args", "fragment"), [
     (["model=lenet", "loss=wgan_gp"],
-     "loss=wgan_gp applies to the gan and progan families, not to model=lenet"),
-    (["model=dcgan", "defense=fgsm"], "defense=fgsm applies to the classifier family"),
+     "loss= applies to model=cgan,dcgan,mlp_gan,progan, not to model=lenet"),
+    (["model=dcgan", "defense=fgsm"], "defense= applies to model=lenet,mlp,softmax"),
     (["model=lenet", "dataset=ring"], "classifies images"),
     (["model=lenet", "defense=pgdd"], "unknown defense 'pgdd'"),
     (["model=lenet", "defense=fgsm", "defense.eps=-0.1"], "defense.eps=-0.1 is outside"),
@@ -156,7 +156,7 @@ def test_attack_bad_input(digits_run, tmp_path, capsys):
 def test_classifier_resume_is_bit_exact(workdir):
     """Mixup draws from the global RNG and PGD-style eval from its own: both survive resume."""
     common = [*TINY_LENET, "defense=mixup", "trainer.ckpt_every=100",
-              "classifier.eval_attack=pgd"]
+              "model.eval_attack=pgd"]
     assert run_cli(["train", *common, "trainer.max_steps=6", "hydra.run.dir=full"],
                    workdir).returncode == 0
     assert run_cli(["train", *common, "trainer.max_steps=3", "hydra.run.dir=half"],

@@ -32,7 +32,7 @@ def test_registry_lists_choices():
         (["-m", "trainer.batch_size=8,x"], ["trainer.batch_size"]),
         (["resume=nowhere/last.pt"], ["checkpoint nowhere/last.pt does not exist"]),
         (["trainer.batch_size=0"], ["trainer.batch_size=0 is outside its range [1, inf)"]),
-        (["-m", "gan.lr_d=1e-3,0"], ["gan.lr_d=0.0 is outside its range (0, inf)"]),
+        (["-m", "model.lr_d=1e-3,0"], ["model.lr_d=0.0 is outside its range (0, inf)"]),
     ],
 )
 def test_config_errors_before_any_run_dir(workdir, args, fragments):
@@ -45,7 +45,7 @@ def test_runtime_bad_input(workdir):
     device = "device=mps" if _has_cuda() else "device=cuda:0"
     result = run_cli(["train", *TINY, device], workdir)
     assert_bad_input(result, "not available")
-    result = run_cli(["train", *TINY, "loss=hinge", "gan.label_smoothing=0.1"], workdir)
+    result = run_cli(["train", *TINY, "loss=hinge", "model.label_smoothing=0.1"], workdir)
     assert_bad_input(result, "label-based losses", "loss=hinge")
     result = run_cli(["train", *TINY, "model=dcgan", "dataset.image_size=48"], workdir)
     assert_bad_input(result, "dcgan supports image sizes")
@@ -89,19 +89,21 @@ def test_fresh_run_never_overwrites_a_checkpoint(workdir):
 
 def test_diverging_run_stops_with_non_finite_error(workdir):
     # an absurd learning rate blows the generator up on the first step
-    result = run_cli(["train", *TINY, "loss=lsgan", "gan.lr_g=1e30", "gan.lr_d=1e30"], workdir)
+    result = run_cli(["train", *TINY, "loss=lsgan", "model.lr_g=1e30", "model.lr_d=1e30"], workdir)
     assert_bad_input(result, "non-finite loss at step 1", "loss/G=nan")
 
 
 def test_ranges_open_and_closed_ends():
+    from conftest import make_config
     from omegaconf import OmegaConf
 
-    from ganlab.config import Config, DcganConfig, SyntheticDatasetConfig, check_ranges
+    from ganlab.config import SyntheticDatasetConfig, check_ranges
+    from ganlab.families.gan import DcganConfig
 
-    cfg = OmegaConf.structured(Config(dataset=SyntheticDatasetConfig(), model=DcganConfig()))
+    cfg = make_config(dataset=SyntheticDatasetConfig(), model=DcganConfig())
     check_ranges(cfg)  # the defaults are valid
-    for key, bad, good in [("gan.label_noise", 1.0, 0.0), ("gan.d_dropout", 1.0, 0.5),
-                           ("gan.lr_g", 0.0, 1e-9), ("trainer.ckpt_every", -1, 0)]:
+    for key, bad, good in [("model.label_noise", 1.0, 0.0), ("model.d_dropout", 1.0, 0.5),
+                           ("model.lr_g", 0.0, 1e-9), ("trainer.ckpt_every", -1, 0)]:
         OmegaConf.update(cfg, key, bad)
         with pytest.raises(UserError, match=key.replace(".", r"\.")):
             check_ranges(cfg)

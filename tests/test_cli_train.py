@@ -26,7 +26,7 @@ def _check_run_dir(run, steps: int) -> None:
 
 @pytest.mark.parametrize("loss", LOSSES)
 def test_train_every_loss_logs_scalars_and_images(workdir, loss):
-    result = run_cli(["train", *TINY, f"loss={loss}", "gan.d_steps=2", "hydra.run.dir=run"],
+    result = run_cli(["train", *TINY, f"loss={loss}", "model.d_steps=2", "hydra.run.dir=run"],
                      workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Warning" not in result.stderr and "warn(" not in result.stderr, result.stderr
@@ -49,8 +49,8 @@ def test_train_every_loss_logs_scalars_and_images(workdir, loss):
 
 
 def test_lecture_mlp_gan_with_flipped_labels(workdir):
-    result = run_cli(["train", *TINY, "model=mlp_gan", "loss=minimax", "gan.real_label=0",
-                      "gan.fake_label=1", "hydra.run.dir=run"], workdir)
+    result = run_cli(["train", *TINY, "model=mlp_gan", "loss=minimax", "model.real_label=0",
+                      "model.fake_label=1", "hydra.run.dir=run"], workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     _check_run_dir(workdir / "run", steps=4)
     cfg = (workdir / "run" / ".hydra" / "config.yaml").read_text()
@@ -126,7 +126,7 @@ def test_load_checkpoint_api(workdir):
 
 
 def test_a_failed_sweep_job_does_not_stop_the_others(workdir):
-    result = run_cli(["train", "-m", *TINY, "trainer.max_steps=2", "gan.lr_g=1e30,2e-4",
+    result = run_cli(["train", "-m", *TINY, "trainer.max_steps=2", "model.lr_g=1e30,2e-4",
                       "loss=lsgan"], workdir)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: 1 sweep job(s) failed: job 0")

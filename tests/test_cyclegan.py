@@ -25,7 +25,7 @@ from ganlab.families.pool import ImagePool
 from ganlab.schedules import linear_decay
 
 # a small CycleGAN at 32 px: resnet_6 (auto below 256 px) 8 wide, a 3-layer PatchGAN 8 wide
-SMALL = ["model=cyclegan", "cyclegan.g_features=8", "cyclegan.d_features=8", "device=cpu",
+SMALL = ["model=cyclegan", "model.g_features=8", "model.d_features=8", "device=cpu",
          "log.progress=false"]
 
 
@@ -341,7 +341,7 @@ def test_resume_after_an_interruption_gives_the_same_weights_and_pools(tmp_path,
     """SIGINT mid-run (during the lr decay, pool full), then resume: identical to no stop."""
     make_unpaired(tmp_path / "data" / "tiny")
     common = [*SMALL, "dataset=unpaired", "dataset.name=tiny", "dataset.image_size=32",
-              "cyclegan.pool_size=3", "cyclegan.decay_start=0.2", "log.sample_every=0",
+              "model.pool_size=3", "model.decay_start=0.2", "log.sample_every=0",
               "eval.every=0", "log.every=1", "trainer.max_steps=24"]
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert run_cli(["train", *common, f"hydra.run.dir={straight}"], tmp_path).returncode == 0
@@ -414,13 +414,14 @@ def test_translate_bad_input(trained):
     (["dataset=unpaired", "dataset.name=tiny", "dataset.image_size=30"],
      ("dataset.image_size=30", "divisible by 4")),
     (["dataset=unpaired", "dataset.name=tiny", "dataset.image_size=48",
-      "cyclegan.generator=unet"], ("cyclegan.generator=unet", "power of two")),
+      "model.generator=unet"], ("model.generator=unet", "power of two")),
     (["dataset=unpaired", "dataset.name=tiny", "dataset.image_size=16"],
-     ("cyclegan.d_layers=3",)),
+     ("model.d_layers=3",)),
     (["dataset=mnist"], ("model=cyclegan translates between two unpaired image domains",)),
     (["dataset=unpaired"], ("dataset.name must be given",)),
     (["model=dcgan", "dataset=red2blue"], ("dataset=red2blue holds two unpaired image domains",)),
-    (["model=dcgan", "cyclegan.lambda_a=5"], ("cyclegan.lambda_a applies to the cyclegan",)),
+    (["model=dcgan", "model.lambda_a=5"], ("model.lambda_a is not a setting of model=dcgan",)),
+    (["cyclegan.lambda_a=5"], ("cyclegan.lambda_a is now model.lambda_a",)),
 ])
 def test_impossible_configs_are_refused_before_any_data_is_read(args, fragments):
     from ganlab.preflight import check_overrides

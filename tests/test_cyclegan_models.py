@@ -231,7 +231,7 @@ def test_check_image_size_rejects_resnet_size() -> None:
         check_image_size(30, "resnet_9", 3)
     message = str(err.value)
     assert "dataset.image_size=30" in message
-    assert "cyclegan.generator=resnet_9" in message
+    assert "model.generator=resnet_9" in message
     assert "divisible by 4" in message
     assert "\n" not in message
 
@@ -244,10 +244,10 @@ def test_check_image_size_rejects_unet_size() -> None:
 
 def test_check_image_size_rejects_tiny_discriminator_map() -> None:
     assert patch_output_size(8, 3) == 0
-    with pytest.raises(UserError, match=r"dataset.image_size=8 .*cyclegan.d_layers=3"):
+    with pytest.raises(UserError, match=r"dataset.image_size=8 .*model.d_layers=3"):
         check_image_size(8, "resnet_9", 3)
     check_image_size(8, "resnet_9", 1)  # a shallower PatchGAN fits
-    with pytest.raises(UserError, match=r"cyclegan\.d_layers=0"):
+    with pytest.raises(UserError, match=r"model\.d_layers=0"):
         check_image_size(64, "resnet_9", 0)
 
 

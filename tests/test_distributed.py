@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # used for 5 critic steps, BatchNorm buffers: everything a replica could drift on
 DDP_RUN = ["dataset=synthetic", "dataset.n_samples=128", "trainer.batch_size=8",
            "model=dcgan", "model.g_features=8", "model.d_features=8", "model.latent_dim=16",
-           "loss=wgan_gp", "gan.d_steps=2", "trainer.max_steps=6", "trainer.ckpt_every=3",
+           "loss=wgan_gp", "model.d_steps=2", "trainer.max_steps=6", "trainer.ckpt_every=3",
            "log.every=2", "log.sample_every=0", "eval.every=0", "log.progress=false",
            "eval.classifier_metrics=false", "device=cpu"]
 

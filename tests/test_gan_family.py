@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from conftest import make_config
 
-from ganlab.config import Config, DcganConfig, MlpGanConfig, SyntheticDatasetConfig
+from ganlab.config import SyntheticDatasetConfig
 from ganlab.data.base import DataSpec
 from ganlab.errors import UserError
-from ganlab.families.gan import GanFamily
+from ganlab.families.gan import DcganConfig, GanFamily, MlpGanConfig
 
 SPEC = DataSpec("synthetic", "image", (1, 28, 28), num_classes=10)
 
 
 def family(loss="nonsaturating", model=None, **gan) -> GanFamily:
-    cfg = OmegaConf.structured(Config(dataset=SyntheticDatasetConfig(),
-                                      model=model or MlpGanConfig()))
+    cfg = make_config(dataset=SyntheticDatasetConfig(),
+                                      model=model or MlpGanConfig())
     cfg.loss.name = loss
     if loss == "wgan":
         cfg.loss.clip_value = 0.01
     if loss == "wgan_gp":
         cfg.loss.gp_weight = 10.0
-    cfg.gan.update(gan)
+    cfg.model.update(gan)
     cfg.log.n_samples = 4
     torch.manual_seed(0)
     return GanFamily(cfg, SPEC, torch.device("cpu"))

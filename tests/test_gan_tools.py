@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY, assert_bad_input, run_cli
-from omegaconf import OmegaConf
+from conftest import TINY, assert_bad_input, make_config, run_cli
 from torch import nn
 
-from ganlab.config import CganConfig, Config, DcganConfig, MlpGanConfig, SyntheticDatasetConfig
+from ganlab.config import SyntheticDatasetConfig
 from ganlab.data.base import DataSpec
 from ganlab.errors import UserError
-from ganlab.families.gan import GanFamily, ema_update
+from ganlab.families.gan import CganConfig, DcganConfig, GanFamily, MlpGanConfig, ema_update
 from ganlab.models.base import MinibatchStd
 
 SPEC = DataSpec("synthetic", "image", (1, 28, 28), num_classes=10)
@@ -19,9 +18,9 @@ TWO = DataSpec("two", "image", (1, 28, 28), num_classes=2)
 
 
 def family(model=None, spec=SPEC, **gan) -> GanFamily:
-    cfg = OmegaConf.structured(Config(dataset=SyntheticDatasetConfig(),
-                                      model=model or MlpGanConfig()))
-    cfg.gan.update(gan)
+    cfg = make_config(dataset=SyntheticDatasetConfig(),
+                                      model=model or MlpGanConfig())
+    cfg.model.update(gan)
     cfg.log.n_samples = 4
     torch.manual_seed(0)
     fam = GanFamily(cfg, spec, torch.device("cpu"))
@@ -122,7 +121,7 @@ def test_ema_generator_is_averaged_used_for_samples_and_saved():
     again.load_state_dict(state)
     assert all(torch.equal(a, b) for a, b in zip(again.G_ema.parameters(),
                                                  fam.G_ema.parameters(), strict=True))
-    with pytest.raises(KeyError, match=r"without gan\.ema"):
+    with pytest.raises(KeyError, match=r"without model\.ema"):
         again.load_state_dict(family().state_dict())
 
 
@@ -198,8 +197,8 @@ def test_cgan_produces_the_requested_class(conditioning, one_thread):
 def test_cgan_grid_has_one_row_per_class_with_shared_noise():
     fam = family(CganConfig(g_features=8, d_features=8), spec=SPEC)  # 10 classes, 4 samples
     assert fam.fixed_labels.tolist() == list(range(10))  # max(1, 4 // 10) = 1 column
-    cfg = OmegaConf.structured(Config(dataset=SyntheticDatasetConfig(),
-                                      model=CganConfig(g_features=8, d_features=8)))
+    cfg = make_config(dataset=SyntheticDatasetConfig(),
+                                      model=CganConfig(g_features=8, d_features=8))
     cfg.log.n_samples = 30
     wide = GanFamily(cfg, SPEC, torch.device("cpu"))
     assert wide.fixed_labels.tolist() == [c for c in range(10) for _ in range(3)]
@@ -209,11 +208,11 @@ def test_cgan_grid_has_one_row_per_class_with_shared_noise():
 
 
 def test_cgan_with_the_gradient_penalty_and_refusals():
-    from ganlab.config import LossConfig
+    from ganlab.losses import LossConfig
 
-    cfg = OmegaConf.structured(Config(dataset=SyntheticDatasetConfig(),
+    cfg = make_config(dataset=SyntheticDatasetConfig(),
                                       model=CganConfig(g_features=8, d_features=8),
-                                      loss=LossConfig(name="wgan_gp", gp_weight=10.0)))
+                                      loss=LossConfig(name="wgan_gp", gp_weight=10.0))
     fam = GanFamily(cfg, SPEC, torch.device("cpu"))
     out = fam.train_step(batch(8))
     assert out["loss/gp"].isfinite() and out["loss/gp"] > 0
@@ -230,8 +229,8 @@ def test_cgan_on_toy_points_exits_2(workdir):
 
 def test_cgan_trains_end_to_end_with_every_tool(workdir):
     result = run_cli(["train", *TINY, "model=cgan", "model.g_features=8", "model.d_features=8",
-                      "gan.ema=0.9", "gan.minibatch_std=true", "gan.spectral_norm=true",
-                      "gan.instance_noise=0.1", "gan.d_dropout=0.2", "hydra.run.dir=run"],
+                      "model.ema=0.9", "model.minibatch_std=true", "model.spectral_norm=true",
+                      "model.instance_noise=0.1", "model.d_dropout=0.2", "hydra.run.dir=run"],
                      workdir)
     assert result.returncode == 0, result.stderr[-2000:]
     state = torch.load(workdir / "run/checkpoints/last.pt", weights_only=True)

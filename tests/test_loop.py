@@ -58,7 +58,7 @@ def test_epochs_set_the_number_of_steps(tmp_path):
 
 def test_resume_is_bit_exact(workdir):
     """2N steps in one go and N + resume + N give identical weights and optimizer state."""
-    common = [*TINY, "trainer.ckpt_every=100", "gan.label_noise=0.1", "gan.d_dropout=0.2"]
+    common = [*TINY, "trainer.ckpt_every=100", "model.label_noise=0.1", "model.d_dropout=0.2"]
     assert run_cli(["train", *common, "trainer.max_steps=6", "hydra.run.dir=full"],
                    workdir).returncode == 0
     assert run_cli(["train", *common, "trainer.max_steps=3", "hydra.run.dir=half"],

@@ -7,11 +7,13 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from ganlab.config import DcganConfig, MlpGanConfig, Norm, Output, Upsample
 from ganlab.data.base import DataSpec
 from ganlab.errors import UserError
+from ganlab.families.gan import DcganConfig, MlpGanConfig
 from ganlab.models import MODELS, GanNetworks
 from ganlab.models.base import DiscriminatorOptions, count_parameters
+from ganlab.models.dcgan import Norm, Upsample
+from ganlab.models.mlp import Output
 
 
 def dcgan(channels: int = 1, size: int = 28, *, gradient_penalty: bool = False,

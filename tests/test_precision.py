@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY, assert_bad_input, run_cli
+from conftest import TINY, assert_bad_input, make_config, run_cli
 from omegaconf import OmegaConf
 
 from ganlab.amp import Amp
-from ganlab.config import (
-    AutoencoderConfig,
-    Config,
-    CycleganModelConfig,
-    DcganConfig,
-    LenetConfig,
-    LossConfig,
-    NoDefenseConfig,
-    Red2BlueDatasetConfig,
-    SyntheticDatasetConfig,
-)
+from ganlab.config import Red2BlueDatasetConfig, SyntheticDatasetConfig
 from ganlab.data.base import DataSpec
 from ganlab.families import FAMILIES
-from ganlab.losses import gradient_penalty
+from ganlab.families.autoencoder import VaeConfig
+from ganlab.families.classifier import LenetConfig
+from ganlab.families.cyclegan import CycleganConfig
+from ganlab.families.gan import DcganConfig
+from ganlab.losses import LossConfig, gradient_penalty
 
 IMAGES = DataSpec("synthetic", "image", (1, 28, 28), num_classes=10)
 
@@ -33,7 +27,7 @@ def batch(n=8):
 
 
 def build(model, family: str, spec=IMAGES, dataset=None, **cfg_updates):
-    cfg = OmegaConf.structured(Config(dataset=dataset or SyntheticDatasetConfig(), model=model))
+    cfg = make_config(dataset=dataset or SyntheticDatasetConfig(), model=model)
     for key, value in cfg_updates.items():
         OmegaConf.update(cfg, key, value)
     cfg.log.n_samples = 4
@@ -59,15 +53,14 @@ def test_one_bf16_step_of_every_family_trains_fp32_weights(case, one_thread):
         fam = build(DcganConfig(g_features=8, d_features=8), "gan",
                     **{"loss": LossConfig(name="wgan_gp", gp_weight=10.0)})
     elif case == "classifier":
-        fam = build(LenetConfig(name="lenet", channels=[4, 8], hidden=[16]), "classifier",
-                    defense=NoDefenseConfig())
+        fam = build(LenetConfig(name="lenet", channels=[4, 8], hidden=[16]), "classifier")
     elif case == "vae":
-        fam = build(AutoencoderConfig(name="vae", family="vae"), "vae")
+        fam = build(VaeConfig(), "vae")
     else:
         spec = DataSpec("red2blue", "unpaired", (3, 32, 32))
-        fam = build(CycleganModelConfig(), "cyclegan", spec=spec,
+        fam = build(CycleganConfig(), "cyclegan", spec=spec,
                     dataset=Red2BlueDatasetConfig(),
-                    **{"cyclegan.g_features": 8, "cyclegan.d_features": 8})
+                    **{"model.g_features": 8, "model.d_features": 8})
     nets = [m for m in vars(fam).values() if isinstance(m, torch.nn.Module)]
     before = [p.detach().clone() for m in nets for p in m.parameters()]
     if case == "cyclegan":

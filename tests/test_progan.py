@@ -9,13 +9,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, assert_bad_input, read_events, run_cli
+from conftest import TINY, assert_bad_input, make_config, read_events, run_cli
 from omegaconf import OmegaConf
 
-from ganlab.config import Config, ProganConfig, SyntheticDatasetConfig, ToyDatasetConfig
+from ganlab.config import SyntheticDatasetConfig, ToyDatasetConfig
 from ganlab.data.base import DataSpec
 from ganlab.errors import UserError
-from ganlab.families.progan import ProganFamily, schedule, stage_starts
+from ganlab.families.progan import ProganConfig, ProganFamily, schedule, stage_starts
 from ganlab.models.progan import (
     EqualizedConv2d,
     EqualizedLinear,
@@ -198,9 +198,9 @@ def test_pixel_norm_gives_unit_mean_square_features():
 
 
 def family(size=28, **model) -> ProganFamily:
-    cfg = OmegaConf.structured(Config(
+    cfg = make_config(
         dataset=SyntheticDatasetConfig(image_size=size),
-        model=ProganConfig(max_features=8, min_features=4, latent_dim=8, **model)))
+        model=ProganConfig(max_features=8, min_features=4, latent_dim=8, **model))
     cfg.loss.name, cfg.loss.gp_weight = "wgan_gp", 10.0
     cfg.log.n_samples = 4
     torch.manual_seed(0)
@@ -276,7 +276,7 @@ def test_drift_penalty_and_a_loaded_family_samples_where_it_stopped():
 
 
 def _cfg(**dataset_or_gan):
-    cfg = OmegaConf.structured(Config(dataset=SyntheticDatasetConfig(), model=ProganConfig()))
+    cfg = make_config(dataset=SyntheticDatasetConfig(), model=ProganConfig())
     for key, value in dataset_or_gan.items():
         OmegaConf.update(cfg, key.replace("__", "."), value)
     return cfg
@@ -286,31 +286,32 @@ def test_check_config_refuses_what_progan_cannot_do():
     ProganFamily.check_config(_cfg())  # 28 px: padded to 32
     with pytest.raises(UserError, match="at least 8 px"):
         ProganFamily.check_config(_cfg(dataset__image_size=6))
-    toy = OmegaConf.structured(Config(dataset=ToyDatasetConfig(name="ring"),
-                                      model=ProganConfig()))
+    toy = make_config(dataset=ToyDatasetConfig(name="ring"),
+                                      model=ProganConfig())
     with pytest.raises(UserError, match="image dataset"):
         ProganFamily.check_config(toy)
-    with pytest.raises(UserError, match=r"gan\.history"):
-        ProganFamily.check_config(_cfg(gan__history=10))
-    with pytest.raises(UserError, match=r"gan\.d_dropout"):
-        ProganFamily.check_config(_cfg(gan__d_dropout=0.2))
+    with pytest.raises(UserError, match=r"model\.history"):
+        ProganFamily.check_config(_cfg(model__history=10))
+    with pytest.raises(UserError, match=r"model\.d_dropout"):
+        ProganFamily.check_config(_cfg(model__d_dropout=0.2))
     with pytest.raises(UserError, match="min_features"):
         ProganFamily.check_config(_cfg(model__min_features=256))
 
 
 def test_karras_settings_are_the_default_and_the_command_line_wins():
-    from ganlab.preflight import compose_all, with_model_defaults
+    from ganlab.preflight import compose_all
 
-    assert with_model_defaults(["model=dcgan"]) == ["model=dcgan"]
-    (cfg,) = compose_all(with_model_defaults(["model=progan"]))
-    assert (cfg.loss.name, cfg.loss.gp_weight, cfg.gan.d_steps) == ("wgan_gp", 10.0, 1)
-    assert (cfg.gan.lr_g, cfg.gan.lr_d, list(cfg.gan.betas)) == (1e-3, 1e-3, [0.0, 0.99])
-    (cfg,) = compose_all(with_model_defaults(["model=progan", "loss=lsgan", "gan.d_steps=2"]))
-    assert (cfg.loss.name, cfg.loss.gp_weight, cfg.gan.d_steps) == ("lsgan", 0.0, 2)
-    assert cfg.gan.lr_g == 1e-3
-    # the loss file's own gan.* settings lose against the model's (given after it)
-    (cfg,) = compose_all(with_model_defaults(["model=progan", "loss=wgan_gp"]))
-    assert cfg.gan.d_steps == 1
+    (cfg,) = compose_all(["model=progan"])
+    assert (cfg.loss.name, cfg.loss.gp_weight, cfg.model.d_steps) == ("wgan_gp", 10.0, 1)
+    assert (cfg.model.lr_g, cfg.model.lr_d, list(cfg.model.betas)) == (1e-3, 1e-3, [0.0, 0.99])
+    (cfg,) = compose_all(["model=progan", "loss=lsgan", "model.d_steps=2"])
+    assert (cfg.loss.name, cfg.loss.gp_weight, cfg.model.d_steps) == ("lsgan", 0.0, 2)
+    assert cfg.model.lr_g == 1e-3
+    # Gulrajani's preset on top of progan's file: the experiment's optimiser wins
+    (cfg,) = compose_all(["model=progan", "experiment=wgan_gp"])
+    assert (cfg.model.d_steps, cfg.model.lr_g, list(cfg.model.betas)) == (5, 1e-4, [0.0, 0.9])
+    (cfg,) = compose_all(["model=dcgan", "loss=wgan_gp"])  # the loss alone: DCGAN's optimiser
+    assert (cfg.loss.gp_weight, cfg.model.d_steps, cfg.model.lr_g) == (10.0, 1, 2e-4)
 
 
 # --- the CLI ----------------------------------------------------------------------------------
@@ -355,7 +356,7 @@ def test_resume_in_a_fade_in_is_bit_exact(workdir):
     """stage_steps=4, fade 3 steps: updates 4, 5, 6, 7 have alpha 0, 1/3, 2/3, 1. A run
     stopped after 6 steps (mid-fade) and resumed to 8 matches an 8-step run exactly."""
     common = [*TINY, *SMALL, "dataset.image_size=8", "model.stage_steps=4",
-              "model.fade_fraction=0.75", "gan.ema=0.9", "trainer.ckpt_every=100"]
+              "model.fade_fraction=0.75", "model.ema=0.9", "trainer.ckpt_every=100"]
     assert run_cli(["train", *common, "trainer.max_steps=8", "hydra.run.dir=full"],
                    workdir).returncode == 0
     assert run_cli(["train", *common, "trainer.max_steps=6", "hydra.run.dir=half"],

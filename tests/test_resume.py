@@ -55,10 +55,10 @@ def test_resume_refuses_a_shape_change_naming_the_keys_and_logs_harmless_ones(wo
                      workdir)
     assert_bad_input(result, "cannot resume", "model.g_features: 8 -> 16")
     ok = run_cli(["train", "resume=run", "trainer.max_steps=6", "log.every=2",
-                  "gan.lr_g=1e-4"], workdir)
+                  "model.lr_g=1e-4"], workdir)
     assert ok.returncode == 0, ok.stderr[-2000:]
     text = (workdir / "run" / "train.log").read_text()
-    assert "WARNING" in text and "resuming with gan.lr_g changed: 0.0002 -> 0.0001" in text
+    assert "WARNING" in text and "resuming with model.lr_g changed: 0.0002 -> 0.0001" in text
     assert "resuming with log.every changed: 1 -> 2" in text
 
 
@@ -87,25 +87,26 @@ def test_a_run_dir_that_cannot_be_created_is_one_error_line(workdir, monkeypatch
 
 
 def test_a_checkpoint_from_before_newer_config_keys_still_loads(tmp_path):
-    """Runs trained before gan.ema, gan.history, trainer.precision ... existed."""
+    """Runs trained before model.ema, model.history, trainer.precision ... existed."""
+    from conftest import make_config
     from omegaconf import OmegaConf
 
     from ganlab import checkpoint
-    from ganlab.config import Config, MlpGanConfig, SyntheticDatasetConfig
+    from ganlab.config import SyntheticDatasetConfig
     from ganlab.data.base import DataSpec
-    from ganlab.families.gan import GanFamily
+    from ganlab.families.gan import GanFamily, MlpGanConfig
 
-    cfg = OmegaConf.structured(Config(dataset=SyntheticDatasetConfig(), model=MlpGanConfig()))
+    cfg = make_config(dataset=SyntheticDatasetConfig(), model=MlpGanConfig())
     spec = DataSpec("synthetic", "image", (1, 28, 28), num_classes=10)
     family = GanFamily(cfg, spec, torch.device("cpu"))
     old = OmegaConf.to_container(cfg, enum_to_str=True)
     for key in ("ema", "history", "minibatch_std", "instance_noise", "spectral_norm"):
-        del old["gan"][key]
+        del old["model"][key]
     del old["trainer"]["precision"]
-    del old["cyclegan"]
+    del old["loss"]["clip_value"]
     path = tmp_path / "old.pt"
     checkpoint.save({"step": 3, "config": old, "spec": spec.to_dict(),
                      "family": family.state_dict()}, path)
     loaded = checkpoint.load_checkpoint(path)
-    assert loaded.step == 3 and loaded.G_ema is None and loaded.config.gan.ema == 0.0
+    assert loaded.step == 3 and loaded.G_ema is None and loaded.config.model.ema == 0.0
     assert torch.equal(loaded.generate(torch.zeros(1, 100)), family.generate(torch.zeros(1, 100)))

@@ -159,12 +159,13 @@ def test_latent_and_vae_bad_input(digits_vae, workdir, capsys):
     assert_bad_input(run_cli(["latent", f"ckpt={gan}", "attribute=1"], workdir),
                      "needs an autoencoder or VAE")
     for args, fragment in [
-        (["model=ae", "vae.beta=4"], "apply to VAEs"),
-        (["model=vae", "loss=wgan"], "loss=wgan applies to the gan and progan families"),
-        (["model=vae", "vae.beta=-1"], "vae.beta=-1"),
-        (["model=vae", "vae.likelihood=poisson"], "likelihood"),
-        (["model=dcgan", "vae.beta=2"],
-         "vae.beta applies to the ae and vae families, not to model=dcgan"),
+        (["model=ae", "model.beta=4"], "model.beta is not a setting of model=ae"),
+        (["model=vae", "loss=wgan"], "loss= applies to model=cgan,dcgan,mlp_gan,progan, "
+                                     "not to model=vae"),
+        (["model=vae", "model.beta=-1"], "model.beta=-1"),
+        (["model=vae", "model.likelihood=poisson"], "likelihood"),
+        (["model=dcgan", "model.beta=2"], "model.beta is not a setting of model=dcgan"),
+        (["model=dcgan", "vae.beta=2"], "vae.beta is now model.beta"),
     ]:  # in-process when the preflight refuses it, else through the CLI (refused at start)
         command = ["train", *TINY, *args, f"hydra.run.dir={workdir / 'bad'}"]
         result = run_in_process(command, capsys) or run_cli(command, workdir)

@@ -13,10 +13,48 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganlab.attacks.gradient import fgsm, pgd
+from ganlab.config import ranged
 from ganlab.registry import Registry
 
 # name -> class(cfg.defense) -> Defense
-DEFENSES: Registry = Registry("defense")
+DEFENSES: Registry = Registry("defense", group="defense")
+
+
+@dataclass
+class NoDefenseConfig:
+    name: str = "none"
+
+
+@dataclass
+class FgsmDefenseConfig:
+    name: str = "fgsm"
+    eps: float = ranged(0.3, "[0, 1]")
+    # Goodfellow's alpha: alpha * J(x) + (1 - alpha) * J(x_adv)
+    clean_weight: float = ranged(0.5, "[0, 1]")
+    random_start: bool = False  # step from a random point of the eps-ball (against masking)
+
+
+@dataclass
+class PgdDefenseConfig:
+    name: str = "pgd"
+    eps: float = ranged(0.3, "[0, 1]")
+    step_size: float = ranged(0.01, "(0, inf)")
+    steps: int = ranged(40, "[1, inf)")
+    random_start: bool = True
+    clean_weight: float = ranged(0.0, "[0, 1]")  # Madry et al. train on adversarial examples only
+
+
+@dataclass
+class MixupDefenseConfig:
+    name: str = "mixup"
+    alpha: float = ranged(1.0, "(0, inf)")  # lam ~ Beta(alpha, alpha)
+
+
+@dataclass
+class GradRegDefenseConfig:
+    name: str = "gradreg"
+    # J + weight * mean over the batch of ||grad_x J(x_i, y_i)||^2
+    weight: float = ranged(10.0, "[0, inf)")
 
 
 @dataclass
@@ -51,14 +89,14 @@ def _mixed(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tens
     return DefenseStep(loss, logits)
 
 
-@DEFENSES.register("none")
+@DEFENSES.register("none", NoDefenseConfig)
 class NoDefense(Defense):
     def step(self, model, x, y):
         logits = model(x)
         return DefenseStep(F.cross_entropy(logits, y), {"clean": logits})
 
 
-@DEFENSES.register("fgsm")
+@DEFENSES.register("fgsm", FgsmDefenseConfig)
 class FgsmTraining(Defense):
     """Goodfellow et al.'s mixed objective; random_start=True is Wong et al.'s R+FGSM."""
 
@@ -73,7 +111,7 @@ class FgsmTraining(Defense):
         return _mixed(model, x, x_adv, y, self.cfg.clean_weight)
 
 
-@DEFENSES.register("pgd")
+@DEFENSES.register("pgd", PgdDefenseConfig)
 class PgdTraining(Defense):
     """Madry et al.: minimise the loss at the PGD maximiser inside the eps-ball."""
 
@@ -86,7 +124,7 @@ class PgdTraining(Defense):
         return _mixed(model, x, x_adv, y, c.clean_weight)
 
 
-@DEFENSES.register("mixup")
+@DEFENSES.register("mixup", MixupDefenseConfig)
 class Mixup(Defense):
     """Zhang et al.: one lam ~ Beta(alpha, alpha) per batch, pairs from a random permutation."""
 
@@ -98,7 +136,7 @@ class Mixup(Defense):
         return DefenseStep(loss, {})  # mixed inputs: no accuracy to report
 
 
-@DEFENSES.register("gradreg")
+@DEFENSES.register("gradreg", GradRegDefenseConfig)
 class InputGradientRegularisation(Defense):
     """J + weight * mean_i ||grad_x J(x_i, y_i)||^2, by double backpropagation."""
 

@@ -18,8 +18,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ganlab.attacks.gradient import eval_mode
-from ganlab.config import LenetConfig, MlpClassifierConfig, SubstituteArchitecture
+from ganlab.config import SubstituteArchitecture
 from ganlab.data.base import DataSpec
+from ganlab.families.classifier import LenetConfig, MlpClassifierConfig
 from ganlab.models.classifiers import build_lenet, build_mlp
 from ganlab.optim import adam
 

@@ -1,10 +1,10 @@
-"""Datasets: each module registers its builders in DATASETS on import."""
+"""Datasets: each module registers its builders in DATASETS on import (ganlab.plugins imports
+every module of this package)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ganlab.data import celeba, mnist, shapes, synthetic, toy, unpaired  # noqa: F401  (register)
 from ganlab.data.base import (
     DATASETS,
     TEST_SPLITS,

@@ -1,12 +1,6 @@
-"""Model families, one module each, registered by `model.family`."""
+"""Model families, one module each, registered by `model.family` when imported
+(ganlab.plugins imports every module of this package)."""
 
-from ganlab.families import (  # noqa: F401  (register them)
-    autoencoder,
-    classifier,
-    cyclegan,
-    gan,
-    progan,
-)
-from ganlab.families.base import FAMILIES, Family, check_family_data, check_family_sections
+from ganlab.families.base import FAMILIES, Family, check_family_data
 
-__all__ = ["FAMILIES", "Family", "check_family_data", "check_family_sections"]
+__all__ = ["FAMILIES", "Family", "check_family_data"]

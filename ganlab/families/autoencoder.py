@@ -7,21 +7,55 @@ negative ELBO is in nats per image, as papers and pytorch/examples report it.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ganlab.config import Likelihood, VaeConfig
+from ganlab.config import ranged, schema, sizes
 from ganlab.data.base import DataSpec
-from ganlab.errors import UserError
 from ganlab.families.base import FAMILIES, Family
 from ganlab.images import UNIT, make_grid, to_float, to_uint8
 from ganlab.models import MODELS
+from ganlab.models.autoencoders import Architecture
 from ganlab.optim import adam
 
 SHOWN = 32  # held-out images in the reconstruction grid
 INTERPOLATION_ROWS, INTERPOLATION_STEPS = 4, 10
+
+
+class Likelihood(str, Enum):
+    auto = "auto"  # bernoulli for 1-channel images (digits), gaussian for colour
+    bernoulli = "bernoulli"  # binary cross-entropy on [0, 1] pixels
+    gaussian = "gaussian"  # N(x; decoder mean, model.gaussian_std^2), i.e. a scaled MSE
+
+
+@schema("model", "ae")
+@dataclass
+class AutoencoderConfig:
+    """`model.*` of a plain autoencoder: its networks and Adam's learning rate."""
+
+    name: str = "ae"  # the networks (MODELS)
+    family: str = "ae"
+    architecture: Architecture = Architecture.mlp
+    latent_dim: int = ranged(20, "[1, inf)")
+    hidden: list[int] = sizes([400])  # mlp: encoder widths
+    features: int = ranged(32, "[1, inf)")  # conv: width of the first encoder stage; doubles
+    lr: float = ranged(1e-3, "(0, inf)")  # Adam
+
+
+@schema("model", "vae")
+@dataclass
+class VaeConfig(AutoencoderConfig):
+    """`model.*` of a VAE: an autoencoder's keys, the KL weight and the likelihood."""
+
+    name: str = "vae"
+    family: str = "vae"
+    beta: float = ranged(1.0, "[0, inf)")  # KL weight (Higgins et al.); the ELBO uses 1
+    likelihood: Likelihood = Likelihood.auto
+    gaussian_std: float = ranged(0.1, "(0, inf)")  # gaussian likelihood: the fixed pixel std
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -52,36 +86,26 @@ class AutoencoderFamily(Family):
     """A deterministic code; reconstruction by squared error summed over pixels."""
 
     variational = False
-    sections: ClassVar[dict[str, type]] = {"vae": VaeConfig}
     needs_heldout = True
 
     def __init__(self, cfg, spec: DataSpec, device: torch.device) -> None:
         self.spec = spec
         self.device = device
-        v = cfg.vae
-        self._check(cfg)
+        v = cfg.model
         nets = MODELS.get(cfg.model.name)(cfg.model, spec, variational=self.variational)
         self.encoder, self.decoder = nets.encoder.to(device), nets.decoder.to(device)
         self.latent_dim = nets.latent_dim
         params = [*self.encoder.parameters(), *self.decoder.parameters()]
         self.opt = adam(params, lr=v.lr)
-        self.beta = float(v.beta)
-        self.likelihood = resolve_likelihood(v.likelihood, spec)
-        self.gaussian_std = float(v.gaussian_std)
+        if self.variational:
+            self.beta = float(v.beta)
+            self.likelihood = resolve_likelihood(v.likelihood, spec)
+            self.gaussian_std = float(v.gaussian_std)
         fixed = torch.Generator().manual_seed(cfg.trainer.seed + 1)
         self.fixed_z = torch.randn(cfg.log.n_samples, self.latent_dim, generator=fixed).to(device)
         self.eval_seed = cfg.trainer.seed + 2
         self.eval_samples = int(cfg.eval.n_samples)
         self.heldout = None
-
-    def _check(self, cfg) -> None:
-        if cfg.model.family != "ae" or self.variational:
-            return
-        default = VaeConfig()
-        if (cfg.vae.beta, Likelihood(cfg.vae.likelihood), cfg.vae.gaussian_std) != (
-                default.beta, default.likelihood, default.gaussian_std):
-            raise UserError(f"vae.beta, vae.likelihood and vae.gaussian_std apply to VAEs; "
-                            f"model={cfg.model.name} is a plain autoencoder (squared error)")
 
     # --- the maths -----------------------------------------------------------------------
 

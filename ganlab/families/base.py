@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from omegaconf import OmegaConf
 
 from ganlab.amp import FP32, Amp
 from ganlab.errors import UserError
@@ -23,9 +22,6 @@ FAMILIES: Registry = Registry("family")
 class Family:
     # how many data batches one train_step consumes (e.g. k discriminator steps)
     batches_per_step: int = 1
-    # config sections only this family reads -> their schema; under another family they must
-    # keep their defaults, so a setting that would be ignored is an error instead
-    sections: ClassVar[dict[str, type]] = {}
     # the loop hands the dataset's held-out split to families that measure on unseen data
     needs_heldout: ClassVar[bool] = False
     # whether the family trains on two unpaired image domains (CycleGAN) instead of one dataset
@@ -87,32 +83,6 @@ class Family:
 
     def eval(self) -> None:
         """Networks to evaluation mode."""
-
-
-def check_family_sections(cfg) -> None:
-    """A section of another family (gan.*, loss=, defense=, ...) changed from its default is
-    an error: the chosen family would silently ignore it."""
-    family = cfg.model.family
-    own = FAMILIES.get(family).sections
-    owners: dict[str, list[str]] = {}  # section -> the families that read it
-    for name in FAMILIES:
-        for section in FAMILIES.get(name).sections:
-            owners.setdefault(section, []).append(name)
-    for section, names in owners.items():
-        if section in own or section not in cfg:
-            continue
-        schema = FAMILIES.get(names[0]).sections[section]
-        default = OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True)
-        given = OmegaConf.to_container(cfg[section], resolve=True, enum_to_str=True)
-        changed = sorted(k for k in given if given[k] != default.get(k))
-        if not changed:
-            continue
-        # a group choice (loss=wgan_gp, defense=fgsm) is named as the user typed it
-        what = (f"{section}={given['name']}" if "name" in changed else
-                ", ".join(f"{section}.{k}" for k in changed))
-        raise UserError(f"{what} applies to the {' and '.join(names)} "
-                        f"famil{'ies' if len(names) > 1 else 'y'}, not to "
-                        f"model={cfg.model.name} ({family} family)")
 
 
 def check_family_data(cfg) -> None:

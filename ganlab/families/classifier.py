@@ -3,13 +3,14 @@ held-out data clean and under attack."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ganlab.attacks import attack_by_name
 from ganlab.attacks.defenses import DEFENSES
-from ganlab.config import AttackMethod, ClassifierConfig, NoDefenseConfig
+from ganlab.config import AttackMethod, ranged, schema, sizes
 from ganlab.data.base import DataSpec
 from ganlab.families.base import FAMILIES, Family
 from ganlab.images import UNIT, make_grid, to_float, to_uint8
@@ -20,17 +21,58 @@ from ganlab.optim import adam
 SHOWN_EXAMPLES = 16  # held-out images in the clean-vs-adversarial grid
 
 
+@dataclass
+class ClassifierConfig:
+    """What the classifier family reads, whatever its network: `model.*` of every classifier."""
+
+    name: str = "lenet"  # the network (MODELS)
+    family: str = "classifier"
+    # inputs are [0, 1] images; the model standardises them itself, (x - mean) / std, so
+    # attacks always work in [0, 1] (MNIST's own statistics: 0.1307 / 0.3081)
+    input_mean: float = 0.0
+    input_std: float = ranged(1.0, "(0, inf)")
+    lr: float = ranged(1e-3, "(0, inf)")  # Adam
+    weight_decay: float = ranged(0.0, "[0, inf)")
+    # held-out accuracy is measured clean and under this attack at every evaluation
+    eval_attack: AttackMethod = AttackMethod.fgsm
+    eval_eps: float = ranged(0.3, "[0, 1]")
+    eval_steps: int = ranged(20, "[1, inf)")  # ifgsm/pgd, step 2.5 * eps / steps
+
+
+@schema("model", "softmax")
+@dataclass
+class SoftmaxConfig(ClassifierConfig):
+    name: str = "softmax"
+
+
+@schema("model", "mlp")
+@dataclass
+class MlpClassifierConfig(ClassifierConfig):
+    name: str = "mlp"
+    hidden: list[int] = sizes([256, 256])
+    dropout: float = ranged(0.0, "[0, 1)")
+
+
+@schema("model", "lenet")
+@dataclass
+class LenetConfig(ClassifierConfig):
+    name: str = "lenet"
+    # 5x5 convs, each followed by ReLU and 2x2 max pooling, then the hidden layers: the MNIST
+    # net of Madry et al.; LeNet-5's widths are channels=[6,16] hidden=[120,84]
+    channels: list[int] = sizes([32, 64])
+    hidden: list[int] = sizes([1024])
+    dropout: float = ranged(0.0, "[0, 1)")
+
+
 @FAMILIES.register("classifier")
 class ClassifierFamily(Family):
-    sections: ClassVar[dict[str, type]] = {"classifier": ClassifierConfig,
-                                           "defense": NoDefenseConfig}
     needs_heldout = True
 
     def __init__(self, cfg, spec: DataSpec, device: torch.device) -> None:
         self.spec = spec
         self.device = device
         self.model = MODELS.get(cfg.model.name)(cfg.model, spec).to(device)
-        c = cfg.classifier
+        c = cfg.model
         self.opt = adam(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         self.defense = DEFENSES.get(cfg.defense.name)(cfg.defense)
         self.double_backward = frozenset({"model"} if self.defense.double_backward else ())

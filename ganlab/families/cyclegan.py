@@ -19,12 +19,14 @@ LSGAN's generator term by 1/2, which would shift the balance against the cycle w
 from __future__ import annotations
 
 import itertools
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ganlab.config import CycleganConfig, CycleganLoss
+from ganlab.config import ranged, schema
 from ganlab.data.base import DataSpec
 from ganlab.errors import UserError
 from ganlab.families.base import FAMILIES, Family
@@ -39,9 +41,51 @@ SHOWN = 8  # test images per direction in the logged grids
 EVAL_BATCH = 16
 
 
+class CycleganGenerator(str, Enum):
+    auto = "auto"  # resnet_9 from 256 px up, resnet_6 below (the reference's choice for 128)
+    resnet_9 = "resnet_9"
+    resnet_6 = "resnet_6"
+    unet = "unet"
+
+
+class CycleganNorm(str, Enum):
+    instance = "instance"
+    batch = "batch"
+    none = "none"
+
+
+class CycleganLoss(str, Enum):
+    lsgan = "lsgan"  # least squares (the reference's default)
+    vanilla = "vanilla"  # binary cross-entropy on logits
+
+
+@schema("model", "cyclegan")
+@dataclass
+class CycleganConfig:
+    """`model.*` of CycleGAN: Zhu et al. and their reference implementation's defaults."""
+
+    name: str = "cyclegan"
+    family: str = "cyclegan"
+    generator: CycleganGenerator = CycleganGenerator.auto
+    g_features: int = ranged(64, "[1, inf)")  # width of the generators' first layer
+    d_features: int = ranged(64, "[1, inf)")  # width of the PatchGAN's first layer
+    d_layers: int = ranged(3, "[1, inf)")  # stride-2 PatchGAN layers: 3 gives 70x70 patches
+    norm: CycleganNorm = CycleganNorm.instance
+    dropout: bool = False  # dropout 0.5 in the generators' residual / middle blocks
+    init_gain: float = ranged(0.02, "(0, inf)")  # weights drawn from N(0, init_gain)
+    gan_loss: CycleganLoss = CycleganLoss.lsgan
+    lambda_a: float = ranged(10.0, "[0, inf)")  # weight of the A -> B -> A cycle loss
+    lambda_b: float = ranged(10.0, "[0, inf)")  # weight of the B -> A -> B cycle loss
+    # identity loss weight, relative to lambda_a / lambda_b
+    lambda_identity: float = ranged(0.5, "[0, inf)")
+    pool_size: int = ranged(50, "[0, inf)")  # past fakes per discriminator; 0: none
+    lr: float = ranged(2e-4, "(0, inf)")  # Adam, generators and discriminators
+    betas: list[float] = ranged([0.5, 0.999], "[0, 1)")
+    decay_start: float = ranged(0.5, "[0, 1]")  # share of the run after which the lr decays
+
+
 @FAMILIES.register("cyclegan")
 class CycleGan(Family):
-    sections: ClassVar[dict[str, type]] = {"cyclegan": CycleganConfig}
     needs_heldout = True  # the test split: the logged translations and the cycle metrics
     unpaired = True
 
@@ -50,7 +94,7 @@ class CycleGan(Family):
             raise UserError(f"model=cyclegan translates between two unpaired image domains; "
                             f"dataset {spec.name!r} holds {spec.kind}")
         self.cfg, self.spec, self.device = cfg, spec, device
-        c = cfg.cyclegan
+        c = cfg.model
         nets = MODELS.get(cfg.model.name)(cfg, spec)
         self.G_AB, self.G_BA = nets.G_AB.to(device), nets.G_BA.to(device)
         self.D_A, self.D_B = nets.D_A.to(device), nets.D_B.to(device)

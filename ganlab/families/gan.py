@@ -2,9 +2,9 @@
 
 Class-conditional networks (model=cgan) get real labels with real images and random labels
 with fakes. The mode-collapse tools are options of the family, all off by default:
-gan.d_dropout and gan.minibatch_std (D's layers), gan.spectral_norm (D's weights),
-gan.instance_noise (annealed noise on everything D sees), gan.history (a pool of past fakes
-for D, the one CycleGAN uses), gan.ema (an averaged G for samples and metrics).
+gan.d_dropout and model.minibatch_std (D's layers), model.spectral_norm (D's weights),
+gan.instance_noise (annealed noise on everything D sees), model.history (a pool of past fakes
+for D, the one CycleGAN uses), model.ema (an averaged G for samples and metrics).
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
-from ganlab.config import GanConfig, LossConfig, Optimizer
+from ganlab.config import ranged, schema, sizes
 from ganlab.data.base import DataSpec
 from ganlab.errors import UserError
 from ganlab.families.base import FAMILIES, Family
@@ -27,12 +29,78 @@ from ganlab.images import make_grid, to_float, to_uint8
 from ganlab.losses import LOSSES, Targets, gradient_penalty
 from ganlab.models import MODELS
 from ganlab.models.base import DiscriminatorOptions
+from ganlab.models.conditional import Conditioning
+from ganlab.models.dcgan import Norm, Upsample
+from ganlab.models.mlp import Output
 from ganlab.optim import adam
 
 log = logging.getLogger("ganlab")
 
 # the scatter plot of a 2-D toy shows this many fixed-noise samples
 TOY_PLOT_POINTS = 2000
+
+
+class Optimizer(str, Enum):
+    adam = "adam"
+    rmsprop = "rmsprop"
+
+
+@dataclass
+class GanConfig:
+    """What the GAN family reads, whatever its networks: `model.*` of every GAN model. The
+    model's YAML file sets its paper's values; conf/experiment/ combines them with a loss."""
+
+    name: str = "dcgan"  # the networks (MODELS)
+    family: str = "gan"
+    latent_dim: int = ranged(100, "[1, inf)")
+    d_steps: int = ranged(1, "[1, inf)")  # discriminator steps per generator step
+    optimizer: Optimizer = Optimizer.adam
+    lr_g: float = ranged(2e-4, "(0, inf)")
+    lr_d: float = ranged(2e-4, "(0, inf)")
+    betas: list[float] = ranged([0.5, 0.999], "[0, 1)")  # Adam only; checked as a pair
+    real_label: float = 1.0  # the lecture's flipped setup: real_label=0 fake_label=1
+    fake_label: float = 0.0
+    label_smoothing: float = ranged(0.0, "[0, 1)")  # one-sided: real targets move towards fake
+    label_noise: float = ranged(0.0, "[0, 1)")  # probability of flipping each D target
+    # mode-collapse tools, all off by default
+    d_dropout: float = ranged(0.0, "[0, 1)")  # dropout in the discriminator
+    minibatch_std: bool = False  # D sees the batch's feature std (Karras et al.)
+    instance_noise: float = ranged(0.0, "[0, inf)")  # std of noise on D's inputs, annealed to 0
+    history: int = ranged(0, "[0, inf)")  # past fakes kept; half of D's fakes come from them
+    ema: float = ranged(0.0, "[0, 1)")  # decay of a moving average of G (0.999); samples use it
+    spectral_norm: bool = False  # spectral normalisation of every D layer (Miyato et al.)
+
+
+@schema("model", "dcgan")
+@dataclass
+class DcganConfig(GanConfig):
+    """Radford et al.'s networks."""
+
+    g_features: int = ranged(64, "[1, inf)")  # G's last layer width; doubles towards the input
+    d_features: int = ranged(64, "[1, inf)")  # D's first layer width; doubles towards the output
+    upsample: Upsample = Upsample.transposed
+    d_norm: Norm = Norm.auto
+
+
+@schema("model", "cgan")
+@dataclass
+class CganConfig(DcganConfig):
+    """A class-conditional DCGAN: G sees z joined with a learnt label embedding."""
+
+    name: str = "cgan"
+    embed_dim: int = ranged(50, "[1, inf)")  # size of G's label embedding, joined to z
+    conditioning: Conditioning = Conditioning.projection  # how D sees the label
+
+
+@schema("model", "mlp_gan")
+@dataclass
+class MlpGanConfig(GanConfig):
+    """The intro-course MLP GAN."""
+
+    name: str = "mlp_gan"
+    g_hidden: list[int] = sizes([300])
+    d_hidden: list[int] = sizes([300, 100])
+    output: Output = Output.auto
 
 
 def total_grad_norm(module: nn.Module) -> torch.Tensor:
@@ -46,7 +114,7 @@ def make_optimizer(params, cfg_gan, lr: float) -> torch.optim.Optimizer:
     if cfg_gan.optimizer == Optimizer.rmsprop:
         return torch.optim.RMSprop(params, lr=lr)
     if len(cfg_gan.betas) != 2:
-        raise UserError(f"gan.betas needs two numbers, got {list(cfg_gan.betas)}")
+        raise UserError(f"model.betas needs two numbers, got {list(cfg_gan.betas)}")
     return adam(params, lr=lr, betas=tuple(cfg_gan.betas))
 
 
@@ -72,8 +140,6 @@ def ema_update(average: nn.Module, current: nn.Module, decay: float) -> None:
 
 @FAMILIES.register("gan")
 class GanFamily(Family):
-    sections: ClassVar[dict[str, type]] = {"loss": LossConfig, "gan": GanConfig}
-
     def __init__(self, cfg, spec: DataSpec, device: torch.device) -> None:
         self.spec = spec
         self.device = device
@@ -81,7 +147,7 @@ class GanFamily(Family):
         self.loss = LOSSES.get(cfg.loss.name)()
         self.gp_weight = float(cfg.loss.gp_weight)
         self.clip_value = float(cfg.loss.clip_value)
-        g = cfg.gan
+        g = cfg.model
         self._check_options(g)
         self.real_label, self.fake_label = float(g.real_label), float(g.fake_label)
         self.label_smoothing, self.label_noise = float(g.label_smoothing), float(g.label_noise)
@@ -104,7 +170,7 @@ class GanFamily(Family):
         if self.G_ema is not None:
             self.G_ema.requires_grad_(False)
         if g.history and self.num_classes:
-            raise UserError("gan.history keeps past fakes without their labels, so it does not "
+            raise UserError("model.history keeps past fakes without their labels, so it does not "
                             f"combine with the class-conditional model={cfg.model.name}")
         self.history = ImagePool(int(g.history)) if g.history else None
         self.instance_noise = float(g.instance_noise)
@@ -171,7 +237,7 @@ class GanFamily(Family):
         label_options = g.label_smoothing or g.label_noise or (g.real_label, g.fake_label) != (1, 0)
         if label_options and not self.loss.uses_labels:
             raise UserError(
-                "gan.real_label, fake_label, label_smoothing and label_noise apply to the "
+                "model.real_label, fake_label, label_smoothing and label_noise apply to the "
                 f"label-based losses (minimax, nonsaturating, lsgan), not to loss={self.loss_name}"
             )
 
@@ -211,7 +277,7 @@ class GanFamily(Family):
         return self.D(x) if labels is None else self.D(x, labels)
 
     def _noise_std(self) -> float:
-        """gan.instance_noise decayed linearly to 0 over the run (Sønderby et al.)."""
+        """model.instance_noise decayed linearly to 0 over the run (Sønderby et al.)."""
         total = self.run_length or 1
         return self.instance_noise * max(0.0, 1.0 - self.updates / total)
 
@@ -299,7 +365,7 @@ class GanFamily(Family):
 
     @property
     def sampler(self) -> nn.Module:
-        """The generator samples and metrics use: the moving average when gan.ema is on."""
+        """The generator samples and metrics use: the moving average when model.ema is on."""
         return self.G_ema if self.G_ema is not None else self.G
 
     @torch.no_grad()
@@ -411,7 +477,7 @@ class GanFamily(Family):
         self.updates = int(state.get("updates", 0))  # checkpoints from before the counter
         if self.G_ema is not None:
             if "G_ema" not in state:
-                raise KeyError("G_ema (the checkpoint was trained without gan.ema)")
+                raise KeyError("G_ema (the checkpoint was trained without model.ema)")
             self.G_ema.load_state_dict(state["G_ema"])
         if self.history is not None:
             self.history.load_state_dict(state.get("history", {"size": self.history.size,

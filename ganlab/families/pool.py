@@ -3,7 +3,7 @@
 Each new fake enters the pool; once the pool is full, each new fake is, with probability 1/2,
 swapped for a random stored one, which the discriminator sees instead. The discriminator so
 keeps seeing the generator's past modes, which damps oscillation. CycleGAN keeps one pool of 50
-per discriminator; the GAN family's `gan.history` uses the same class.
+per discriminator; the GAN family's `model.history` uses the same class.
 """
 
 from __future__ import annotations

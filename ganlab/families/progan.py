@@ -15,15 +15,17 @@ G's images upsampled (nearest) to the dataset's size, so they compare over the w
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from ganlab.config import ranged, schema
 from ganlab.data.base import DataSpec
 from ganlab.errors import UserError
 from ganlab.families.base import FAMILIES
-from ganlab.families.gan import GanFamily
+from ganlab.families.gan import GanConfig, GanFamily
 from ganlab.images import to_float
 from ganlab.models.progan import (
     check_size,
@@ -33,6 +35,25 @@ from ganlab.models.progan import (
 )
 
 log = logging.getLogger("ganlab")
+
+
+@schema("model", "progan")
+@dataclass
+class ProganConfig(GanConfig):
+    """Karras et al.'s progressive growing at small scale (4 px doubling to the data size).
+    Their optimiser settings (Adam 1e-3, betas (0, 0.99)) and loss (WGAN-GP) are in
+    conf/model/progan.yaml."""
+
+    name: str = "progan"
+    family: str = "progan"
+    latent_dim: int = ranged(128, "[1, inf)")
+    max_features: int = ranged(128, "[1, inf)")  # channels at 4-16 px; halved per doubling above
+    min_features: int = ranged(32, "[1, inf)")
+    # every stage (4 px, 8 px, ..., the data size) gets an equal share of the run, or this many
+    # steps each (the last stage takes whatever is left)
+    stage_steps: int | None = ranged(None, "[1, inf)")
+    fade_fraction: float = ranged(0.5, "[0, 1]")  # of each stage after the first: fading in
+    drift: float = ranged(0.001, "[0, inf)")  # Karras' epsilon_drift: D(x)^2 keeps scores near 0
 
 
 def stage_starts(total: int | None, n_stages: int, stage_steps: int | None) -> list[int]:
@@ -71,8 +92,8 @@ def schedule(step: int, total: int | None, n_stages: int, stage_steps: int | Non
 
 @FAMILIES.register("progan")
 class ProganFamily(GanFamily):
-    """GanFamily with Karras' growing schedule; every gan.* and loss option works as for
-    model=dcgan except gan.history (its pool would mix resolutions) and gan.d_dropout."""
+    """GanFamily with Karras' growing schedule; every model.* and loss option works as for
+    model=dcgan except model.history (its pool would mix resolutions) and model.d_dropout."""
 
     @classmethod
     def check_config(cls, cfg) -> None:
@@ -85,11 +106,11 @@ class ProganFamily(GanFamily):
         if cfg.model.min_features > cfg.model.max_features:
             raise UserError(f"model.min_features={cfg.model.min_features} is larger than "
                             f"model.max_features={cfg.model.max_features}")
-        if cfg.gan.history:
-            raise UserError(f"gan.history does not apply to model={model}: its pool of past "
+        if cfg.model.history:
+            raise UserError(f"model.history does not apply to model={model}: its pool of past "
                             "fakes would mix resolutions across stages")
-        if cfg.gan.d_dropout:
-            raise UserError(f"gan.d_dropout does not apply to model={model} (Karras' "
+        if cfg.model.d_dropout:
+            raise UserError(f"model.d_dropout does not apply to model={model} (Karras' "
                             "discriminator has no dropout)")
 
     def __init__(self, cfg, spec: DataSpec, device: torch.device) -> None:

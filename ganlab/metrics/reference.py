@@ -54,13 +54,14 @@ class ReferenceClassifier:
 
 def _reference_config(cfg_dataset, steps: int):
     """A classifier training config: a LeNet with REFERENCE_ARCH on all classes."""
-    from ganlab.config import ClassifierConfig, Config, LenetConfig, NoDefenseConfig
+    from omegaconf import open_dict
 
-    cfg = OmegaConf.structured(Config)
-    cfg.dataset = OmegaConf.merge(cfg_dataset, {"classes": None})
-    cfg.model = OmegaConf.structured(LenetConfig(**REFERENCE_ARCH))
-    cfg.defense = OmegaConf.structured(NoDefenseConfig)
-    cfg.classifier = OmegaConf.structured(ClassifierConfig())
+    from ganlab.config import compose
+
+    cfg = compose(["model=lenet", "defense=none"])
+    with open_dict(cfg):
+        cfg.dataset = OmegaConf.merge(cfg_dataset, {"classes": None})
+    cfg.model.merge_with(REFERENCE_ARCH)
     cfg.trainer.max_steps, cfg.trainer.batch_size = steps, 128
     cfg.eval.n_samples = 10_000
     return cfg

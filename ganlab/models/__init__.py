@@ -1,14 +1,6 @@
-"""Networks, one module per architecture family, registered by config name."""
+"""Networks, one module per architecture family, registered by config name when imported
+(ganlab.plugins imports every module of this package)."""
 
-from ganlab.models import (  # noqa: F401  (register the architectures)
-    autoencoders,
-    classifiers,
-    conditional,
-    cyclegan,
-    dcgan,
-    mlp,
-    progan,
-)
 from ganlab.models.base import MODELS, GanNetworks
 
 __all__ = ["MODELS", "GanNetworks"]

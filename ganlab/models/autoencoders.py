@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import Enum
 
 from torch import nn
 
-from ganlab.config import Architecture
 from ganlab.data.base import DataSpec
 from ganlab.errors import UserError
 from ganlab.models.base import MODELS, mlp_layers
+
+
+class Architecture(str, Enum):
+    mlp = "mlp"
+    conv = "conv"
 
 
 @dataclass

@@ -28,7 +28,7 @@ class GanNetworks:
 
 @dataclass(frozen=True)
 class DiscriminatorOptions:
-    """The GAN family's switches that change D's layers (gan.d_dropout, gan.minibatch_std)."""
+    """The GAN family's switches that change D's layers (model.d_dropout, model.minibatch_std)."""
 
     dropout: float = 0.0
     minibatch_std: bool = False

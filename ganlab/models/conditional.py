@@ -13,11 +13,12 @@ Osindero). D(x, y) is the DCGAN discriminator with the label brought in one of t
 
 from __future__ import annotations
 
+from enum import Enum
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganlab.config import Conditioning
 from ganlab.errors import UserError
 from ganlab.images import SYMMETRIC
 from ganlab.models.base import MODELS, PLAIN_D, DiscriminatorOptions, GanNetworks
@@ -28,6 +29,11 @@ from ganlab.models.dcgan import (
     dcgan_init,
     discriminator_norm,
 )
+
+
+class Conditioning(str, Enum):
+    projection = "projection"  # D(x, y) = psi(phi(x)) + <embed(y), phi(x)> (Miyato & Koyama)
+    concat = "concat"  # the label's one-hot planes concatenated to D's input (Mirza & Osindero)
 
 
 class ConditionalGenerator(nn.Module):

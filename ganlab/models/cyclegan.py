@@ -169,7 +169,7 @@ def unet_generator(channels: int = 3, features: int = 64, depth: int = 8, norm: 
 
 def _check_layers(layers: int) -> None:
     if layers < 1:
-        raise UserError(f"cyclegan.d_layers={layers} must be at least 1 (the reference uses 3)")
+        raise UserError(f"model.d_layers={layers} must be at least 1 (the reference uses 3)")
 
 
 def _patch_convs(layers: int) -> list[tuple[int, int]]:
@@ -225,13 +225,13 @@ def patch_output_size(image_size: int, layers: int) -> int:
 
 def _check_generator_name(name: str) -> None:
     if name not in GENERATORS:
-        raise UserError(f"cyclegan.generator={name} is unknown: choose one of "
+        raise UserError(f"model.generator={name} is unknown: choose one of "
                         f"{', '.join(GENERATORS)}")
 
 
 def _check_generator_size(image_size: int, generator: str) -> None:
     _check_generator_name(generator)
-    prefix = f"dataset.image_size={image_size} does not suit cyclegan.generator={generator}"
+    prefix = f"dataset.image_size={image_size} does not suit model.generator={generator}"
     if generator in _RESNET_BLOCKS:
         if image_size % 4 or image_size < 8:
             # and at least 8, so the bottleneck is 2x2 or more: reflection padding needs it
@@ -241,14 +241,14 @@ def _check_generator_size(image_size: int, generator: str) -> None:
     if image_size < _UNET_MIN_SIZE or image_size & (image_size - 1):
         raise UserError(f"{prefix}: it must be a power of two of at least {_UNET_MIN_SIZE} "
                         "(the U-Net halves it 5 to 8 times); choose e.g. 128 or 256, "
-                        "or cyclegan.generator=resnet_9")
+                        "or model.generator=resnet_9")
 
 
 def _check_discriminator_size(image_size: int, layers: int) -> None:
     if patch_output_size(image_size, layers) < 1:
-        raise UserError(f"dataset.image_size={image_size} is too small for cyclegan.d_layers="
+        raise UserError(f"dataset.image_size={image_size} is too small for model.d_layers="
                         f"{layers}: the PatchGAN's score map would be empty; lower "
-                        "cyclegan.d_layers or raise dataset.image_size")
+                        "model.d_layers or raise dataset.image_size")
 
 
 def check_image_size(image_size: int, generator: str, layers: int) -> None:
@@ -301,7 +301,7 @@ def size_multiple(generator: str, image_size: int) -> int:
 
 
 def resolve_generator(choice: str, image_size: int) -> str:
-    """cyclegan.generator=auto: resnet_9 from 256 px up, resnet_6 below (the reference's
+    """model.generator=auto: resnet_9 from 256 px up, resnet_6 below (the reference's
     choice for 128 px)."""
     if choice != "auto":
         return choice
@@ -324,14 +324,14 @@ def _value(option) -> str:
 
 def check_cyclegan_config(cfg) -> None:
     """Sizes the networks cannot take, from the config alone (before any data is read)."""
-    c = cfg.cyclegan
+    c = cfg.model
     name = resolve_generator(_value(c.generator), int(cfg.dataset.image_size))
     check_image_size(int(cfg.dataset.image_size), name, int(c.d_layers))
 
 
 @MODELS.register("cyclegan")
 def build_cyclegan(cfg, spec) -> CycleganNetworks:
-    c = cfg.cyclegan
+    c = cfg.model
     channels, size = spec.shape[0], spec.shape[-1]
     name = resolve_generator(_value(c.generator), size)
     check_image_size(size, name, int(c.d_layers))

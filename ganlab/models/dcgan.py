@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
+from enum import Enum
 
 import torch
 from torch import nn
 
-from ganlab.config import Norm, Upsample
 from ganlab.errors import UserError
 from ganlab.images import SYMMETRIC
 from ganlab.models.base import (
@@ -17,6 +17,18 @@ from ganlab.models.base import (
     GanNetworks,
     MinibatchStd,
 )
+
+
+class Upsample(str, Enum):
+    transposed = "transposed"  # ConvTranspose2d, stride 2 (Radford et al.)
+    nearest = "nearest"  # nearest-neighbour upsample + 3x3 conv: no checkerboard artifacts
+
+
+class Norm(str, Enum):
+    auto = "auto"  # batch norm, or layer norm when the loss has a gradient penalty
+    batch = "batch"
+    layer = "layer"
+    none = "none"
 
 # image size -> spatial size right after the latent projection (then doubled up to the size)
 _BASE_SIZE = {28: 7, 32: 4, 64: 4}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import itertools
 import math
+from enum import Enum
 
 import torch
 from torch import nn
 
-from ganlab.config import Output
 from ganlab.images import SYMMETRIC, UNIT
 from ganlab.models.base import (
     MODELS,
@@ -17,6 +17,14 @@ from ganlab.models.base import (
     GanNetworks,
     MinibatchStd,
 )
+
+
+class Output(str, Enum):
+    auto = "auto"  # sigmoid for images, linear for 2-D points
+    sigmoid = "sigmoid"
+    tanh = "tanh"
+    linear = "linear"
+
 
 _ACTIVATIONS = {Output.sigmoid: nn.Sigmoid, Output.tanh: nn.Tanh, Output.linear: nn.Identity}
 

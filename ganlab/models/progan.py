@@ -74,7 +74,7 @@ def check_size(size: int, height: int | None = None, model: str = "progan") -> N
 class EqualizedConv2d(nn.Conv2d):
     """A conv whose weight is stored as N(0, 1) and multiplied by gain / sqrt(fan_in) at every
     forward (Karras et al.): every layer learns at the same speed under Adam. A subclass of
-    nn.Conv2d, so gan.spectral_norm still finds it."""
+    nn.Conv2d, so model.spectral_norm still finds it."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, padding: int = 0,
                  gain: float = math.sqrt(2)) -> None:
@@ -214,14 +214,14 @@ class ProganDiscriminator(_Progress):
 @MODELS.register("progan")
 def build_progan(cfg, spec, *, gradient_penalty: bool = False,
                  d_options: DiscriminatorOptions = PLAIN_D) -> GanNetworks:
-    """D always has Karras' minibatch std in its last block (gan.minibatch_std changes
-    nothing); gan.d_dropout is not part of the architecture and is refused."""
+    """D always has Karras' minibatch std in its last block (model.minibatch_std changes
+    nothing); model.d_dropout is not part of the architecture and is refused."""
     if spec.kind != "image":
         raise UserError(f"progan needs an image dataset; {spec.name!r} holds {spec.kind}")
     channels, height, width = spec.shape
     check_size(width, height)
     if d_options.dropout:
-        raise UserError("gan.d_dropout does not apply to model=progan (Karras' discriminator "
+        raise UserError("model.d_dropout does not apply to model=progan (Karras' discriminator "
                         "has no dropout)")
     n = n_stages_for(width)
     G = ProganGenerator(cfg.latent_dim, channels, n, cfg.max_features, cfg.min_features)
