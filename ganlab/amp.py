@@ -65,4 +65,15 @@ class Amp:
             self.scaler.update()
 
 
+
+    def state_dict(self) -> dict:
+        """fp16's loss scale and its growth tracker (empty otherwise): a resumed run continues
+        with the scale it had, not from 2**16 again."""
+        return self.scaler.state_dict() if self.scaler is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state)
+
+
 FP32 = Amp()  # what a family uses until the loop hands it another

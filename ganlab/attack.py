@@ -23,6 +23,7 @@ from ganlab.attacks.gradient import TARGET_CHOICES
 from ganlab.attacks.substitute import label_oracle, train_substitute
 from ganlab.data import build_dataset
 from ganlab.errors import UserError
+from ganlab.families.capabilities import Classifier
 from ganlab.images import UNIT, save_png, to_float
 from ganlab.metrics.robustness import evaluate_attack, examples_figure, robustness_plot
 
@@ -82,7 +83,7 @@ def _check(cfg) -> None:
 def load_classifier(path: str, device: torch.device, role: str = "ckpt"):
     family = checkpoint.load_checkpoint(path, device)
     model_cfg = family.config.model
-    if model_cfg.family != "classifier":
+    if not isinstance(family, Classifier):
         raise UserError(f"{role}={path} holds a {model_cfg.family} model ({model_cfg.name}), "
                         "not a classifier; attack needs a model trained with model=softmax, "
                         "mlp or lenet")

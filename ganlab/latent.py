@@ -19,6 +19,7 @@ from ganlab.checkpoint import load_checkpoint
 from ganlab.commandline import parse_options
 from ganlab.data import build_dataset
 from ganlab.errors import UserError
+from ganlab.families.capabilities import Autoencoder, require
 from ganlab.images import UNIT, make_grid, save_png, to_float, to_uint8
 
 
@@ -72,9 +73,7 @@ def mean_code(family, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
 def main(args: list[str]) -> None:
     cfg = parse(args)
     family = load_checkpoint(cfg.ckpt, cfg.device)
-    if not hasattr(family, "encode"):
-        raise UserError(f"latent needs an autoencoder or VAE; {cfg.ckpt} holds a "
-                        f"{family.config.model.family} model ({family.config.model.name})")
+    require(family, Autoencoder, "latent needs an autoencoder or VAE", cfg.ckpt)
     train_cfg = family.config
     data = build_dataset(train_cfg.dataset, Path(cfg.data_dir or train_cfg.data_dir),
                          train_cfg.trainer.seed, heldout=True)

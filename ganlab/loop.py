@@ -156,6 +156,7 @@ class Loop:
             "overrides": self.overrides,
             "spec": self.data.spec.to_dict(),
             "family": self.family.state_dict(),
+            "amp": self.family.amp.state_dict(),
             "data": self.batches.state_dict(),
             "rng": checkpoint.rng_state(),
             "best": self.best,
@@ -186,6 +187,7 @@ class Loop:
         for key, old, new in changes:
             level = logging.INFO if key.startswith(HARMLESS_ON_RESUME) else logging.WARNING
             log.log(level, "resuming with %s changed: %s -> %s", key, old, new)
+        self.family.amp.load_state_dict(state.get("amp", {}))
         self.batches.load_state_dict(state["data"])
         checkpoint.set_rng_state(state["rng"])
         self.step = int(state["step"])

@@ -22,6 +22,7 @@ from omegaconf import MISSING, OmegaConf
 from ganlab.checkpoint import load_checkpoint
 from ganlab.commandline import parse_options
 from ganlab.errors import UserError
+from ganlab.families.capabilities import Sampler, Translator, num_classes, require
 from ganlab.images import make_grid, save_png
 
 PADDING = 2  # make_grid's padding between cells, in pixels
@@ -96,19 +97,13 @@ def check_groups(groups: Any, n: int) -> list[list[int]]:
     return [list(g) for g in groups]
 
 
-def num_classes(family) -> int:
-    """How many classes a conditional family generates; 0 for an unconditional one."""
-    return int(getattr(family, "num_classes", 0) or 0)
-
-
 def check_family(family, cfg: SampleConfig) -> None:
     """What the options need from the model: sampling, classes for label=, images for
     numbers= and arithmetic=."""
-    if hasattr(family, "translate"):
+    if isinstance(family, Translator):
         raise UserError(f"sample: {cfg.ckpt} is a CycleGAN, which translates images instead of "
                         "sampling them: python -m ganlab translate ckpt=... input=DIR out=DIR")
-    if not hasattr(family, "sample_noise"):
-        raise UserError(f"sample: the {family.config.model.family} family does not sample")
+    require(family, Sampler, "sample: this model does not draw samples", cfg.ckpt)
     classes = num_classes(family)
     if cfg.label is not None and classes == 0:
         raise UserError(f"sample: label={cfg.label} needs a conditional model; {cfg.ckpt} "
@@ -133,10 +128,9 @@ def generate(family, z: torch.Tensor, labels: torch.Tensor | int | None = None) 
     """G(z) on the CPU; a conditional family also gets labels (one int: every image)."""
     if not num_classes(family):
         return family.generate(z).cpu()
-    device = getattr(family, "device", z.device)
     if isinstance(labels, int):
         labels = torch.full((len(z),), labels, dtype=torch.int64)
-    return family.generate(z.to(device), labels=labels.to(device)).cpu()
+    return family.generate(z, labels=labels).cpu()  # the family moves them to its device
 
 
 def interpolation_noise(a: torch.Tensor, b: torch.Tensor, steps: int, slerp: bool) -> torch.Tensor:

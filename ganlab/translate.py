@@ -20,6 +20,7 @@ from ganlab.checkpoint import load_checkpoint
 from ganlab.commandline import parse_options
 from ganlab.data.imagefiles import IMAGE_SUFFIXES, decode, list_images
 from ganlab.errors import UserError
+from ganlab.families.capabilities import Translator, require
 from ganlab.images import make_grid, save_png
 
 log = logging.getLogger("ganlab")
@@ -77,9 +78,7 @@ def write_image(image: torch.Tensor, path: Path) -> None:
 def main(args: list[str]) -> None:
     cfg = parse(args)
     family = load_checkpoint(cfg.ckpt, cfg.device)
-    if not hasattr(family, "translate"):
-        raise UserError(f"translate: {cfg.ckpt} is a {family.config.model.family} model; "
-                        "translate needs a cyclegan checkpoint")
+    require(family, Translator, "translate needs a cyclegan checkpoint", cfg.ckpt)
     folder, names = inputs(Path(cfg.input).expanduser())
     out = Path(cfg.out).expanduser()
     if out.resolve() == folder.resolve():

@@ -26,8 +26,10 @@ TINY = [
 ]
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GANLAB_DATA": str(cwd / "data"), "PYTHONWARNINGS": "default"}
+def run_cli(args: list[str], cwd: Path, timeout: float = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GANLAB_DATA": str(cwd / "data"), "PYTHONWARNINGS": "default",
+           **(env or {})}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, "-m", "ganlab", *args], check=False, cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=timeout)

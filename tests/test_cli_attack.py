@@ -182,4 +182,4 @@ def test_python_api_and_sample_refusal(digits_run):
     adv = fgsm(clf.model, x, torch.zeros(4, dtype=torch.long), eps=0.1)
     assert adv.shape == x.shape and (adv - x).abs().max() <= 0.1 + 1e-6
     result = run_cli(["sample", f"ckpt={digits_run}", "out=x.png"], digits_run.parent)
-    assert_bad_input(result, "the classifier family does not sample")
+    assert_bad_input(result, "sample: this model does not draw samples", "holds a classifier model")

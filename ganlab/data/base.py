@@ -101,7 +101,7 @@ def split_off_heldout(data: InMemoryDataset) -> InMemoryDataset:
 
 
 # name -> builder(cfg.dataset, data_dir: pathlib.Path, seed: int) -> InMemoryDataset
-DATASETS: Registry = Registry("dataset")
+DATASETS: Registry = Registry("dataset", group="dataset")
 # name -> loader(cfg.dataset, data_dir) -> the dataset's own test split, or None when its
 # files are not there; read only for the families that measure on held-out data
 TEST_SPLITS: Registry = Registry("test split")

@@ -178,22 +178,10 @@ class AutoencoderFamily(Family):
 
     # --- state ---------------------------------------------------------------------------
 
-    def train(self) -> None:
-        self.encoder.train()
-        self.decoder.train()
+    def extra_state(self) -> dict[str, Any]:
+        return {"fixed_z": self.fixed_z.cpu()}
 
-    def eval(self) -> None:
-        self.encoder.eval()
-        self.decoder.eval()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"encoder": self.encoder.state_dict(), "decoder": self.decoder.state_dict(),
-                "opt": self.opt.state_dict(), "fixed_z": self.fixed_z.cpu()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.encoder.load_state_dict(state["encoder"])
-        self.decoder.load_state_dict(state["decoder"])
-        self.opt.load_state_dict(state["opt"])
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         self.fixed_z = state["fixed_z"].to(self.device)
 
 

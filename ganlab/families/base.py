@@ -36,6 +36,13 @@ class Family:
     # networks (names in networks()) whose loss differentiates a gradient through them (a
     # gradient penalty): torch.compile cannot, so trainer.compile leaves them as they are
     double_backward: frozenset[str] = frozenset()
+    # set by load_checkpoint: the step the state was saved at and the run's config (in
+    # today's layout); None for a family the loop is training
+    step: int | None = None
+    config: Any = None
+    # networks that are never trained directly (a moving average of another): always in
+    # evaluation mode
+    eval_only: frozenset[str] = frozenset()
 
     @classmethod
     def wants_heldout(cls, cfg) -> bool:
@@ -72,17 +79,49 @@ class Family:
         return {name: value for name, value in vars(self).items()
                 if isinstance(value, torch.nn.Module)}
 
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The family's optimizers by attribute name: every Optimizer attribute unless a
+        family says otherwise."""
+        return {name: value for name, value in vars(self).items()
+                if isinstance(value, torch.optim.Optimizer)}
+
+    def extra_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps beside networks and optimizers (fixed noise, counters,
+        image pools); keys must not clash with their names."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what extra_state() saved (`state` is the whole family state)."""
+
+    # --- derived from networks() and optimizers(): families do not write these ---------------
+
     def state_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
+        state: dict[str, Any] = {name: net.state_dict() for name, net in self.networks().items()}
+        state.update({name: opt.state_dict() for name, opt in self.optimizers().items()})
+        state.update(self.extra_state())
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """A KeyError names what the checkpoint lacks (trained with other settings)."""
+        for name, net in self.networks().items():
+            if name not in state:
+                raise KeyError(f"{name} (the checkpoint has no such network)")
+            net.load_state_dict(state[name])
+        for name, opt in self.optimizers().items():
+            if name not in state:
+                raise KeyError(f"{name} (the checkpoint has no such optimizer)")
+            opt.load_state_dict(state[name])
+        self.load_extra_state(state)
 
     def train(self) -> None:
-        """Networks to training mode."""
+        """Networks to training mode (those in eval_only stay in evaluation mode)."""
+        for name, net in self.networks().items():
+            net.train(name not in self.eval_only)
 
     def eval(self) -> None:
         """Networks to evaluation mode."""
+        for net in self.networks().values():
+            net.eval()
 
 
 def check_family_data(cfg) -> None:

@@ -123,18 +123,3 @@ class ClassifierFamily(Family):
         # rows of 8: the clean images, then their adversarial versions under the eval attack
         images = torch.cat([x, adv]).cpu()
         return {"adversarial_examples": make_grid(to_uint8(images, UNIT), nrow=8)}
-
-    # --- state ---------------------------------------------------------------------------
-
-    def train(self) -> None:
-        self.model.train()
-
-    def eval(self) -> None:
-        self.model.eval()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["opt"])

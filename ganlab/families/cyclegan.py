@@ -224,26 +224,11 @@ class CycleGan(Family):
     def networks(self) -> dict[str, torch.nn.Module]:
         return {"G_AB": self.G_AB, "G_BA": self.G_BA, "D_A": self.D_A, "D_B": self.D_B}
 
-    def state_dict(self) -> dict[str, Any]:
-        state = {name: net.state_dict() for name, net in self.networks().items()}
-        state.update(opt_G=self.opt_G.state_dict(), opt_D=self.opt_D.state_dict(),
-                     pool_A=self.pool_A.state_dict(), pool_B=self.pool_B.state_dict(),
-                     updates=self.updates)
-        return state
+    def extra_state(self) -> dict[str, Any]:
+        return {"pool_A": self.pool_A.state_dict(), "pool_B": self.pool_B.state_dict(),
+                "updates": self.updates}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name, net in self.networks().items():
-            net.load_state_dict(state[name])
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         self.pool_A.load_state_dict(state["pool_A"], self.device)
         self.pool_B.load_state_dict(state["pool_B"], self.device)
         self.updates = int(state["updates"])
-
-    def train(self) -> None:
-        for net in self.networks().values():
-            net.train()
-
-    def eval(self) -> None:
-        for net in self.networks().values():
-            net.eval()

@@ -167,6 +167,7 @@ class GanFamily(Family):
         self.opt_d = make_optimizer(self.D.parameters(), g, g.lr_d)
         self.ema_decay = float(g.ema)
         self.G_ema = copy.deepcopy(self.G).eval() if self.ema_decay else None
+        self.eval_only = frozenset({"G_ema"})
         if self.G_ema is not None:
             self.G_ema.requires_grad_(False)
         if g.history and self.num_classes:
@@ -397,7 +398,9 @@ class GanFamily(Family):
         if self.spec.kind == "points":
             from ganlab.metrics.toy import scatter_image
 
-            centres = torch.tensor(self.spec.modes) if self.spec.modes else None
+            if not self.spec.modes:  # points without known modes (a plugin's 2-D toy)
+                return {"samples": scatter_image(fake.cpu())}
+            centres = torch.tensor(self.spec.modes)
             return {"samples": scatter_image(fake.cpu(), None, centres, self.spec.mode_std)}
         # conditional: one row per class
         nrow = (len(fake) // self.num_classes if self.num_classes
@@ -450,35 +453,20 @@ class GanFamily(Family):
 
     # --- state ---------------------------------------------------------------------------
 
-    def train(self) -> None:
-        self.G.train()
-        self.D.train()
-
-    def eval(self) -> None:
-        self.G.eval()
-        self.D.eval()
-
-    def state_dict(self) -> dict[str, Any]:
-        state = {"G": self.G.state_dict(), "D": self.D.state_dict(),
-                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                 "fixed_z": self.fixed_z.cpu(), "updates": self.updates}
-        if self.G_ema is not None:
-            state["G_ema"] = self.G_ema.state_dict()
+    def extra_state(self) -> dict[str, Any]:
+        state = {"fixed_z": self.fixed_z.cpu(), "updates": self.updates}
         if self.history is not None:
             state["history"] = self.history.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.G.load_state_dict(state["G"])
-        self.D.load_state_dict(state["D"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        if self.G_ema is not None and "G_ema" not in state:
+            raise KeyError("G_ema (the checkpoint was trained without model.ema)")
+        super().load_state_dict(state)
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         self.fixed_z = state["fixed_z"].to(self.device)
         self.updates = int(state.get("updates", 0))  # checkpoints from before the counter
-        if self.G_ema is not None:
-            if "G_ema" not in state:
-                raise KeyError("G_ema (the checkpoint was trained without model.ema)")
-            self.G_ema.load_state_dict(state["G_ema"])
         if self.history is not None:
             self.history.load_state_dict(state.get("history", {"size": self.history.size,
                                                                "images": torch.empty(0)}),

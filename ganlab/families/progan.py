@@ -219,11 +219,11 @@ class ProganFamily(GanFamily):
 
     # --- state ---------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
+    def extra_state(self) -> dict[str, Any]:
         total = self.run_length if self.run_length is not None else self.saved_run_length
-        return {**super().state_dict(), "run_length": total}
+        return {**super().extra_state(), "run_length": total}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_state(state)
         self.saved_run_length = state.get("run_length")
         self._apply_progress()

@@ -21,6 +21,7 @@ from torch import nn
 
 from ganlab.data.base import Batches, InMemoryDataset
 from ganlab.errors import UserError
+from ganlab.families.capabilities import Classifier
 from ganlab.images import UNIT, to_float
 from ganlab.metrics.frechet import class_metrics, feature_stats, frechet_distance
 
@@ -122,8 +123,7 @@ def load_reference(cfg_eval, cfg_dataset, data_dir: Path,
         from ganlab.checkpoint import load_checkpoint
 
         family = load_checkpoint(cfg_eval.classifier, device)
-        if family.config.model.family != "classifier" or \
-                not isinstance(family.model, nn.Sequential):
+        if not isinstance(family, Classifier) or not isinstance(family.model, nn.Sequential):
             raise UserError(f"eval.classifier={cfg_eval.classifier} is not a classifier "
                             "checkpoint (train one with model=lenet, mlp or softmax)")
         return ReferenceClassifier(family.model, f"classifier checkpoint {cfg_eval.classifier} "
