@@ -239,7 +239,7 @@ class LogConfig:
 
 @dataclass
 class EvalConfig:
-    # run the family's metrics every N steps (0: only at the end)
+    # measure every N steps (0: only at the end): the family's own metrics and the sample metrics
     every: int = ranged(1000, "[0, inf)")
     n_samples: int = ranged(10_000, "[1, inf)")  # samples drawn for the metrics
     # toys: a mode counts when it holds this share of 1/K of samples

@@ -19,6 +19,8 @@ from tqdm import tqdm
 from ganlab import checkpoint
 from ganlab.commandline import parse_options
 from ganlab.errors import UserError
+from ganlab.families.capabilities import Sampler
+from ganlab.metrics.samples import SampleMetrics, wants_heldout
 
 PROBE = 500  # samples timed first, for the estimate
 
@@ -72,27 +74,38 @@ def main(args: list[str]) -> None:
     family = checkpoint.load_checkpoint(path, device, overrides)
     train_cfg = family.config
     n = cfg.n_samples or int(train_cfg.eval.n_samples)
-    if FAMILIES.get(train_cfg.model.family).wants_heldout(train_cfg):
+    heldout = None
+    if FAMILIES.get(train_cfg.model.family).wants_heldout(train_cfg) or wants_heldout(train_cfg):
         data = build_dataset(train_cfg.dataset, Path(cfg.data_dir or train_cfg.data_dir),
                              train_cfg.trainer.seed, heldout=True)
-        family.use_heldout(data.heldout.to(device))
+        heldout = data.heldout.to(device)
+        family.use_heldout(heldout)
+    samples = (SampleMetrics(train_cfg, family.spec, heldout, device)
+               if isinstance(family, Sampler) else None)
+
+    def evaluate(count: int) -> dict:
+        family.eval_samples = count  # a family's own held-out metrics
+        metrics = family.evaluate()
+        if samples is not None:
+            samples.n_samples = count
+            metrics.update(samples.measure(family))
+        return metrics
+
     print(f"evaluating {train_cfg.model.name} ({train_cfg.model.family}) at step {family.step} "
           f"from {path}")
 
     # a first small pass builds what is cached (the reference classifier, real statistics);
     # a second one is timed for the estimate
-    family.eval_samples = min(n, PROBE)
-    family.evaluate()
+    evaluate(min(n, PROBE))
     if n > PROBE:
         started = time.perf_counter()
-        family.evaluate()
+        evaluate(min(n, PROBE))
         seconds = (time.perf_counter() - started) * n / PROBE
         print(f"{n:,} samples: about {seconds:.0f} s on {device}", flush=True)
-    family.eval_samples = n
-    if hasattr(family, "progress"):
-        family.progress = lambda chunks: tqdm(chunks, unit="batch", leave=False)
+    if samples is not None:
+        samples.progress = lambda chunks: tqdm(chunks, unit="batch", leave=False)
     with torch.no_grad():
-        metrics = family.evaluate()
+        metrics = evaluate(n)
     if not metrics:
         raise UserError(f"no metric applies to {train_cfg.model.name} on "
                         f"{train_cfg.dataset.name}")

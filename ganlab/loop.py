@@ -26,6 +26,7 @@ from ganlab.errors import EXIT_INTERRUPTED, UserError
 from ganlab.families.base import Family
 from ganlab.logging import NullLogger, RunLogger
 from ganlab.metrics import primary_metric
+from ganlab.metrics.samples import SampleMetrics
 
 log = logging.getLogger("ganlab")
 
@@ -122,9 +123,11 @@ def total_steps(cfg: DictConfig, batches: Batches, family: Family) -> int:
 
 class Loop:
     def __init__(self, cfg: DictConfig, family: Family, data: InMemoryDataset, run_dir: Path,
-                 overrides: list[str], replicas: Replicas | None = None) -> None:
+                 overrides: list[str], replicas: Replicas | None = None,
+                 sample_metrics: SampleMetrics | None = None) -> None:
         self.cfg = cfg
         self.family = family
+        self.sample_metrics = sample_metrics  # eval.* on the family's samples
         self.data = data
         self.run_dir = run_dir
         self.overrides = overrides  # the command-line overrides, stored so resume can reuse them
@@ -241,6 +244,8 @@ class Loop:
             with torch.random.fork_rng(devices=cuda):
                 logger.images(self.family.visuals(), self.step)
                 metrics = self.family.evaluate()
+                if self.sample_metrics is not None:
+                    metrics.update(self.sample_metrics.measure(self.family))
         finally:
             self.family.train()
         numbers = {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}

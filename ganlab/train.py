@@ -18,7 +18,9 @@ from ganlab.data import build_dataset
 from ganlab.distributed import Replicas, sync_batchnorm
 from ganlab.errors import UserError, fail
 from ganlab.families import FAMILIES, check_family_data
+from ganlab.families.capabilities import Sampler
 from ganlab.loop import Loop
+from ganlab.metrics.samples import SampleMetrics, wants_heldout
 from ganlab.plugins import discover
 from ganlab.preflight import RESUME_AUTO
 from ganlab.runtime import flush_denormals, speed_switches
@@ -71,7 +73,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, flo
     family_cls = FAMILIES.get(cfg.model.family)
     with replicas.main_first():  # under torchrun, one process downloads and caches
         data = build_dataset(cfg.dataset, Path(cfg.data_dir), cfg.trainer.seed,
-                             heldout=family_cls.wants_heldout(cfg))
+                             heldout=family_cls.wants_heldout(cfg) or wants_heldout(cfg))
     log.info("data: %s", data.source)
     data = data.to(device)  # the held-out split too
     family = family_cls(cfg, data.spec, device)
@@ -86,7 +88,11 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, flo
     if replicas.active:
         log.info("torchrun: %d processes, batch %d each (%d in all)", replicas.world,
                  cfg.trainer.batch_size, replicas.world * cfg.trainer.batch_size)
-    loop = Loop(cfg, family, data, run_dir, overrides, replicas=replicas)
+    # sample-quality metrics (eval.*) for every family that draws samples
+    sample_metrics = (SampleMetrics(cfg, data.spec, data.heldout, device)
+                      if isinstance(family, Sampler) else None)
+    loop = Loop(cfg, family, data, run_dir, overrides, replicas=replicas,
+                sample_metrics=sample_metrics)
     return loop.run(resume=resume_path(cfg.resume, run_dir))
 
 

@@ -131,10 +131,20 @@ def digits_vae(tmp_path_factory):
     root = tmp_path_factory.mktemp("vae")
     args = ["train", "model=vae", "dataset.source=bundled", "trainer.max_steps=60",
             "trainer.batch_size=64", "log.progress=false", "eval.every=0", "log.sample_every=0",
-            "device=cpu", "hydra.run.dir=run"]
+            "eval.n_samples=300", "eval.reference_steps=30", "device=cpu", "hydra.run.dir=run"]
     result = run_cli(args, root)
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "run"
+
+
+def test_a_vae_reports_the_sample_metrics_beside_its_elbo(digits_vae):
+    """Sample-quality metrics come from metrics/, for any family that samples: the VAE gets
+    the digits' classifier-space metrics of its samples without a line of metric code."""
+    metrics = json.loads((digits_vae / "metrics.json").read_text())
+    assert metrics["classifier_fake_images"] == 300
+    assert metrics["classifier_fid"] > 0 and 0 <= metrics["class_coverage"] <= 1
+    assert metrics["heldout_neg_elbo"] > 0
+    assert "best_heldout_neg_elbo" in metrics  # the ELBO ranks a VAE, not its FID
 
 
 def test_latent_grid_has_rows_of_alphas(digits_vae):

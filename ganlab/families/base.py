@@ -36,6 +36,8 @@ class Family:
     # networks (names in networks()) whose loss differentiates a gradient through them (a
     # gradient penalty): torch.compile cannot, so trainer.compile leaves them as they are
     double_backward: frozenset[str] = frozenset()
+    # how many held-out examples evaluate() measures (eval.n_samples; the eval command sets it)
+    eval_samples: int = 0
     # set by load_checkpoint: the step the state was saved at and the run's config (in
     # today's layout); None for a family the loop is training
     step: int | None = None

@@ -14,7 +14,6 @@ import logging
 import math
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -190,49 +189,6 @@ class GanFamily(Family):
         else:
             self.fixed_z = torch.randn(n_fixed, self.latent_dim, generator=fixed).to(device)
             self.fixed_labels = None
-        self.eval_seed = cfg.trainer.seed + 2
-        self.eval_samples = int(cfg.eval.n_samples)
-        self.mode_min_share = float(cfg.eval.mode_min_share)
-        self.cfg_eval, self.cfg_dataset, self.data_dir = cfg.eval, cfg.dataset, cfg.data_dir
-        self.heldout = None
-        self.progress = iter  # the `eval` command wraps chunked work in a progress bar
-        # built on first evaluation: the reference classifier may need training first
-        self._classifier_space = self._inception_space = None
-        self.inception_weights = self._inception_weights(cfg.eval)
-
-    @staticmethod
-    def _inception_weights(cfg_eval):
-        """Resolved now, so missing weights with eval.inception=on stop the run before it
-        trains; None when Inception metrics are off or (auto) the weights are absent."""
-        from ganlab.config import Inception
-        from ganlab.metrics.inception import weights_path
-
-        mode = Inception(cfg_eval.inception)
-        if mode is Inception.off:
-            if cfg_eval.inception_weights:
-                raise UserError("eval.inception_weights is set but eval.inception=off; "
-                                "set eval.inception=on or auto")
-            return None
-        path = weights_path(cfg_eval.inception_weights, download=mode is Inception.on)
-        if path is None:
-            log.info("eval.inception=auto: no Inception weights on disk, so no FID/KID "
-                     "(eval.inception=on downloads them)")
-        return path
-
-    @classmethod
-    def wants_heldout(cls, cfg) -> bool:
-        """Real held-out images for the classifier-space and Inception metrics."""
-        from ganlab.config import Inception
-
-        return "image_size" in cfg.dataset and (cls._uses_classifier(cfg.eval, cfg.dataset) or
-                                                Inception(cfg.eval.inception) is not Inception.off)
-
-    @staticmethod
-    def _uses_classifier(cfg_eval, cfg_dataset) -> bool:
-        from ganlab.metrics.reference import REFERENCE_DATASETS
-
-        return bool(cfg_eval.classifier_metrics) and (
-            cfg_dataset.name in REFERENCE_DATASETS or cfg_eval.classifier is not None)
 
     def _check_options(self, g) -> None:
         label_options = g.label_smoothing or g.label_noise or (g.real_label, g.fake_label) != (1, 0)
@@ -406,50 +362,6 @@ class GanFamily(Family):
         nrow = (len(fake) // self.num_classes if self.num_classes
                 else math.ceil(math.sqrt(fake.shape[0])))
         return {"samples": make_grid(self.to_uint8(self.shown(fake)).cpu(), nrow=nrow)}
-
-    def evaluate(self) -> dict[str, float]:
-        if self.spec.kind == "points":
-            return self._toy_metrics() if self.spec.modes else {}
-        use_classifier = self._uses_classifier(self.cfg_eval, self.cfg_dataset)
-        if self.heldout is None or not (use_classifier or self.inception_weights):
-            return {}
-        generator = torch.Generator().manual_seed(self.eval_seed)
-        z = self.sample_noise(self.eval_samples, generator)
-        # as uint8, like the real images and the saved samples
-        fakes = torch.cat([self.to_uint8(self.generate(z[i : i + 1000]))
-                           for i in range(0, len(z), 1000)])
-        metrics: dict = {}
-        if use_classifier:
-            metrics.update(self._classifier(self.heldout).measure(fakes, self.progress))
-        if self.inception_weights:
-            metrics.update(self._inception(self.heldout).measure(fakes, self.progress))
-        return metrics
-
-    def _toy_metrics(self) -> dict[str, float]:
-        from ganlab.metrics.toy import mode_metrics
-
-        z = self.sample_noise(self.eval_samples, torch.Generator().manual_seed(self.eval_seed))
-        fake = self.generate(z).float().cpu()
-        return mode_metrics(fake, torch.tensor(self.spec.modes), self.spec.mode_std,
-                            self.mode_min_share)
-
-    def _classifier(self, real):
-        if self._classifier_space is None:
-            from ganlab.metrics.reference import ClassifierSpace, load_reference
-
-            data_dir = Path(self.data_dir)
-            reference = load_reference(self.cfg_eval, self.cfg_dataset, data_dir, self.device)
-            self._classifier_space = ClassifierSpace(reference, real, self.mode_min_share,
-                                                     data_dir / "ganlab_reference")
-        return self._classifier_space
-
-    def _inception(self, real):
-        if self._inception_space is None:
-            from ganlab.metrics.inception import InceptionSpace
-
-            self._inception_space = InceptionSpace(self.inception_weights, real, self.device,
-                                                   Path(self.data_dir) / "ganlab_reference")
-        return self._inception_space
 
     # --- state ---------------------------------------------------------------------------
 

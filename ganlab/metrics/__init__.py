@@ -1,13 +1,15 @@
 """Quality metrics: mode coverage (toys), classifier-space and Inception FID/KID (images),
-robust accuracy (classifiers). Families compute them; the loop and `report` rank runs by them."""
+robust accuracy (classifiers). Sample metrics (metrics/samples.py) measure any family that
+draws samples; a family's own evaluate() reports what only it can (held-out ELBO, robust
+accuracy, cycle error). The loop and `report` rank runs by them."""
 
 # The metric a run is ranked by (best checkpoint, `report`), in order of preference: the first
 # one a run reports is its primary metric. "min": lower is better.
 PRIMARY_METRICS: tuple[tuple[str, str], ...] = (
-    ("fid", "min"),  # Inception FID (GANs, when the Inception weights are present)
-    ("classifier_fid", "min"),  # FID in the reference classifier's feature space (digits)
-    ("heldout_neg_elbo", "min"),  # VAEs
+    ("heldout_neg_elbo", "min"),  # VAEs (their samples' FIDs are reported beside it)
     ("heldout_recon", "min"),  # autoencoders
+    ("fid", "min"),  # Inception FID (generators, when the Inception weights are present)
+    ("classifier_fid", "min"),  # FID in the reference classifier's feature space (digits)
     ("modes_covered", "max"),  # GANs on the 2-D toys
     ("accuracy", "max"),  # classifiers (held-out, clean)
 )

@@ -1,0 +1,126 @@
+"""Sample-quality metrics of any family that draws samples (a capabilities.Sampler): mode
+coverage on the 2-D toys, class coverage / confidence / FID in a reference classifier's
+feature space on digits, Inception FID/KID on any image data.
+
+The loop and the `eval` command build one `SampleMetrics` from the run's config and call
+`measure(family)`; families hold no metric code, disk caches or reference networks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+
+from ganlab.config import Inception
+from ganlab.errors import UserError
+from ganlab.families.capabilities import Sampler
+
+log = logging.getLogger("ganlab")
+
+CHUNK = 1000  # samples generated at once
+
+
+def inception_weights(cfg_eval) -> Path | None:
+    """Resolved when the metrics are built, so missing weights with eval.inception=on stop a
+    run before it trains; None when Inception metrics are off or (auto) the weights are
+    absent."""
+    from ganlab.metrics.inception import weights_path
+
+    mode = Inception(cfg_eval.inception)
+    if mode is Inception.off:
+        if cfg_eval.inception_weights:
+            raise UserError("eval.inception_weights is set but eval.inception=off; "
+                            "set eval.inception=on or auto")
+        return None
+    path = weights_path(cfg_eval.inception_weights, download=mode is Inception.on)
+    if path is None:
+        log.info("eval.inception=auto: no Inception weights on disk, so no FID/KID "
+                 "(eval.inception=on downloads them)")
+    return path
+
+
+def uses_classifier(cfg_eval, cfg_dataset) -> bool:
+    """Classifier-space metrics: on the digit datasets, or with eval.classifier given."""
+    from ganlab.metrics.reference import REFERENCE_DATASETS
+
+    return bool(cfg_eval.classifier_metrics) and (
+        cfg_dataset.name in REFERENCE_DATASETS or cfg_eval.classifier is not None)
+
+
+def wants_heldout(cfg) -> bool:
+    """Whether the sample metrics compare with real held-out images under this config."""
+    return "image_size" in cfg.dataset and (
+        uses_classifier(cfg.eval, cfg.dataset)
+        or Inception(cfg.eval.inception) is not Inception.off)
+
+
+class SampleMetrics:
+    """The metrics of `eval.*` for one run: `measure(family)` draws eval.n_samples samples
+    from a fixed seed (trainer.seed + 2, its own generator: measuring never moves the
+    training RNG) and compares them with the held-out real data."""
+
+    def __init__(self, cfg, spec, heldout, device: torch.device) -> None:
+        self.cfg_eval, self.cfg_dataset = cfg.eval, cfg.dataset
+        self.data_dir = Path(cfg.data_dir)
+        self.spec, self.heldout, self.device = spec, heldout, device
+        self.seed = int(cfg.trainer.seed) + 2
+        self.n_samples = int(cfg.eval.n_samples)
+        self.mode_min_share = float(cfg.eval.mode_min_share)
+        self.weights = inception_weights(cfg.eval) if spec.kind == "image" else None
+        self.classifier = spec.kind == "image" and uses_classifier(cfg.eval, cfg.dataset)
+        # the `eval` command wraps the chunked work in a progress bar
+        self.progress: Callable[[Iterable], Iterable] = iter
+        # built on first use: the reference classifier may need training first
+        self._classifier_space = self._inception_space = None
+
+    def applies(self) -> bool:
+        if self.spec.kind == "points":
+            return bool(self.spec.modes)
+        return self.heldout is not None and (self.classifier or self.weights is not None)
+
+    def measure(self, family) -> dict[str, float]:
+        """Not under no_grad: the first call may train the reference classifier."""
+        if not isinstance(family, Sampler) or not self.applies():
+            return {}
+        generator = torch.Generator().manual_seed(self.seed)
+        z = family.sample_noise(self.n_samples, generator)
+        with torch.no_grad():
+            if self.spec.kind == "points":
+                return self._modes(family.generate(z).float().cpu())
+            # as uint8, like the real images and the saved samples
+            fakes = torch.cat([family.to_uint8(family.generate(z[i : i + CHUNK]))
+                               for i in range(0, len(z), CHUNK)])
+        metrics: dict = {}
+        if self.classifier:
+            metrics.update(self._classifier().measure(fakes, self.progress))
+        if self.weights is not None:
+            metrics.update(self._inception().measure(fakes, self.progress))
+        return metrics
+
+    def _modes(self, points: torch.Tensor) -> dict[str, float]:
+        from ganlab.metrics.toy import mode_metrics
+
+        return mode_metrics(points, torch.tensor(self.spec.modes), self.spec.mode_std,
+                            self.mode_min_share)
+
+    def _classifier(self):
+        if self._classifier_space is None:
+            from ganlab.metrics.reference import ClassifierSpace, load_reference
+
+            reference = load_reference(self.cfg_eval, self.cfg_dataset, self.data_dir,
+                                       self.device)
+            self._classifier_space = ClassifierSpace(reference, self.heldout,
+                                                     self.mode_min_share,
+                                                     self.data_dir / "ganlab_reference")
+        return self._classifier_space
+
+    def _inception(self):
+        if self._inception_space is None:
+            from ganlab.metrics.inception import InceptionSpace
+
+            self._inception_space = InceptionSpace(self.weights, self.heldout, self.device,
+                                                   self.data_dir / "ganlab_reference")
+        return self._inception_space
