@@ -30,45 +30,39 @@ Runs go to outputs/<date>/<time> (sweeps: outputs/multirun/...); view them with
 """
 
 
-# added to every sweep's Hydra overrides: it tells this process where the sweep's job dirs are
-# (ganlab.report.SweepCallback), so the summary below works with any launcher
-SWEEP_CALLBACK = "++hydra.callbacks.ganlab_sweep._target_=ganlab.report.SweepCallback"
-
-
 def is_multirun(hydra_args: list[str]) -> bool:
     return any(a in ("-m", "--multirun") or a.replace(" ", "") == "hydra.mode=MULTIRUN"
                for a in hydra_args)
 
 
 def run_train(args: list[str]) -> None:
-    from ganlab import preflight, report, train
+    from ganlab import preflight, sweep, train
 
     hydra_args = preflight.prepare_train_args(args)
     if is_multirun(hydra_args):
-        hydra_args = [*hydra_args, SWEEP_CALLBACK]
+        # tells this process where the sweep's job dirs are, whatever the launcher
+        hydra_args = [*hydra_args, sweep.CALLBACK]
     sys.argv = [sys.argv[0], *hydra_args]
+    launch = sweep.LAUNCH
+    launch.start()
     try:
         train.main()
     except SystemExit as e:
-        started = train.progress.task_started or report.SWEEP.dir is not None
+        started = launch.task_started or launch.dir is not None
         # Hydra reports config errors itself and exits 1: for ganlab that is bad input
         if e.code == 1 and not started:
             raise SystemExit(EXIT_BAD_INPUT) from e
-        if e.code == 1 and report.SWEEP.dir is not None:
+        if e.code == 1 and launch.dir is not None:
             # a job crashed (Hydra printed its exception) or its launcher gave up on it: say
             # which jobs did not finish, and where their logs are, before exiting 1 (a bug)
-            failed = report.sweep_failures(report.SWEEP.dir, report.SWEEP.before)
+            failed = launch.failures()
             if failed:
-                print(f"error: {_failed_text(failed, report.SWEEP.dir)}", file=sys.stderr,
+                print(f"error: {_failed_text(failed, launch.dir)}", file=sys.stderr,
                       flush=True)
         raise
-    # jobs that failed on bad input: recorded in this process by the basic launcher, read
-    # from the job dirs' train.log for launchers whose jobs run in other processes
-    failed = train.progress.failed_jobs
-    if not failed and report.SWEEP.dir is not None:
-        failed = report.sweep_failures(report.SWEEP.dir, report.SWEEP.before)
+    failed = launch.failures()
     if failed:
-        fail(_failed_text(failed, report.SWEEP.dir))
+        fail(_failed_text(failed, launch.dir))
 
 
 def _failed_text(failed: list[str], sweep_dir: Path | None) -> str:

@@ -326,22 +326,25 @@ def with_current_defaults(stored: dict):
     from omegaconf.errors import OmegaConfBaseException
 
     from ganlab.config import compose
+    from ganlab.preflight import choices
 
-    choices = [f"model={stored['model']['name']}"]
-    choices += [f"{group}={stored[group]['name']}" for group in ("loss", "defense")
-                if group in stored]
+    chosen = [f"model={stored['model']['name']}"]
+    chosen += [f"{group}={stored[group]['name']}" for group in ("loss", "defense")
+               if group in stored]
+    # the dataset's file: its name, or its loader when the name is a folder (unpaired)
+    dataset_file = stored["dataset"].get("loader") or stored["dataset"]["name"]
+    typed_dataset = dataset_file in choices("dataset")
+    if typed_dataset:
+        chosen.append(f"dataset={dataset_file}")
     stored = dict(stored)
     dataset = stored.pop("dataset")
     try:
-        base = compose(choices)
-        with open_dict(base):
-            base.pop("dataset")
-        cfg = OmegaConf.merge(base, stored)
+        cfg = OmegaConf.merge(compose(chosen), stored)
+        with open_dict(cfg):
+            cfg.dataset = OmegaConf.merge(cfg.dataset, dataset) if typed_dataset else dataset
     except (HydraException, OmegaConfBaseException, UserError):
         # a model, key or choice ganlab no longer has: read it as it was
         return OmegaConf.create({**stored, "dataset": dataset})
-    with open_dict(cfg):
-        cfg.dataset = dataset
     return cfg
 
 
@@ -351,14 +354,13 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
 
     For notebooks and scripts: `ganlab.load_checkpoint("outputs/<run>")`. config_overrides
     (e.g. {"eval": {"n_samples": 1000}}) change the stored config before the family is built.
+    It leaves the process's float semantics as they are; ganlab's own commands flush
+    denormals to zero for CPU speed, and a caller may too: ganlab.runtime.flush_denormals().
     """
     from omegaconf import OmegaConf
 
     from ganlab.data.base import DataSpec
     from ganlab.families import FAMILIES
-    from ganlab.runtime import flush_denormals
-
-    flush_denormals()  # as in training: denormals slow CPU inference by up to 100x
     state = load(path, map_location=device)
     cfg = with_current_defaults(state["config"])
     if config_overrides:

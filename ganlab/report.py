@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
 import re
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from hydra.core.utils import JobReturn, JobStatus
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from ganlab.commandline import parse_options
 from ganlab.errors import UserError
@@ -309,85 +305,3 @@ def main(args: list[str]) -> None:
     print()
     print(f"wrote {csv_path}")
     print(f"wrote {md_path}")
-
-
-# ---- the end of a sweep, whatever the launcher ----------------------------------------------
-# Jobs of the joblib and submitit launchers run in other processes (loky workers, submitit
-# jobs), so the launching process learns nothing from train.main's in-process bookkeeping; it
-# reads each job's own run dir instead, as `report` does.
-
-
-@dataclass
-class SweepState:
-    """What the launching process knows about the sweep it started (set by SweepCallback)."""
-
-    dir: Path | None = None
-    # job dirs already there when the sweep started -> mtime of their .hydra/overrides.yaml
-    # (a reused hydra.sweep.dir): a job this sweep runs rewrites that file
-    before: dict[str, float] = field(default_factory=dict)
-
-
-SWEEP = SweepState()
-# the first line SweepCallback writes into a crashed job's train.log, before the traceback
-CRASHED = "error: crashed with {kind}: {message}"
-
-
-class SweepCallback(Callback):
-    """The Hydra callback `train -m` adds (ganlab.__main__.run_train).
-
-    on_multirun_start runs in the launching process: it notes the sweep dir for the summary
-    at the end (sweep_failures). on_job_end runs where the job ran: for a job that crashed (an
-    exception other than UserError, which train.main logs and turns into a failed job itself)
-    it writes the traceback into the job's train.log, because Hydra hands the exception back to
-    the launching process, and the joblib and submitit launchers pickle it without its traceback.
-    """
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        root = Path(str(config.hydra.sweep.dir))
-        SWEEP.dir = root
-        SWEEP.before = ({str(d): _mtime(d / ".hydra" / "overrides.yaml") for d in find_runs(root)}
-                        if root.is_dir() else {})
-
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        error = job_return._return_value  # .return_value would raise it
-        if job_return.status != JobStatus.FAILED or not isinstance(error, BaseException):
-            return
-        text = str(error).strip().splitlines()
-        first = CRASHED.format(kind=type(error).__name__, message=text[0] if text else "")
-        trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        log = logging.getLogger("ganlab")
-        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, f"{first}\n{trace}", None,
-                                None)
-        for handler in logging.getLogger().handlers:  # the job's train.log, not the console
-            if isinstance(handler, logging.FileHandler):
-                handler.handle(record)
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return -1.0
-
-
-def sweep_failures(root: Path, before: dict[str, float] | None = None) -> list[str]:
-    """`job NAME (OVERRIDES): ERROR` for every job of the sweep under root that did not finish:
-    its train.log's first `error: ...` line (read_error, as `report` shows it). Job dirs in
-    `before` whose overrides.yaml is unchanged belong to an earlier sweep and are left out; a
-    metrics.json older than the job's overrides.yaml is an earlier run's."""
-    failures = []
-    for run_dir in find_runs(root):
-        started = _mtime(run_dir / ".hydra" / "overrides.yaml")
-        if before and before.get(str(run_dir)) == started:
-            continue
-        if _mtime(run_dir / "metrics.json") >= started:
-            continue
-        error = read_error(run_dir / "train.log") or (
-            "no metrics.json and no error line in its train.log (killed?)")
-        try:
-            items = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
-        except (OSError, yaml.YAMLError):
-            items = []
-        overrides = " ".join(str(o) for o in items if not str(o).startswith("resume="))
-        failures.append(f"job {run_dir.relative_to(root).as_posix()} ({overrides}): {error}")
-    return failures

@@ -24,6 +24,7 @@ from ganlab.commandline import parse_options
 from ganlab.errors import UserError
 from ganlab.families.capabilities import Sampler, Translator, num_classes, require
 from ganlab.images import make_grid, save_png
+from ganlab.runtime import flush_denormals
 
 PADDING = 2  # make_grid's padding between cells, in pixels
 ARITHMETIC_EXAMPLE = "arithmetic=[[3,17,21],[5,9],[40,41]]"
@@ -291,6 +292,7 @@ def write_samples(family, fake: torch.Tensor, labels: torch.Tensor | None, nrow:
 
 def main(args: list[str]) -> None:
     cfg = parse(args)
+    flush_denormals()  # as in training: denormals slow CPU inference up to 100x
     family = load_checkpoint(cfg.ckpt, cfg.device)
     check_family(family, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)

@@ -24,22 +24,12 @@ from ganlab.metrics.samples import SampleMetrics, wants_heldout
 from ganlab.plugins import discover
 from ganlab.preflight import RESUME_AUTO
 from ganlab.runtime import flush_denormals, speed_switches
+from ganlab.sweep import LAUNCH, to_train_log
 
 log = logging.getLogger("ganlab")
 discover()  # every family, dataset and loss registers its config schema before Hydra composes
 
 
-class _Progress:
-    """What the dispatcher needs to know after Hydra returns or exits."""
-
-    def __init__(self) -> None:
-        # set once the task function runs: Hydra's exit code 1 before that is a config error
-        self.task_started = False
-        # sweep jobs that failed on bad input (a diverged loss, say): the others still ran
-        self.failed_jobs: list[str] = []
-
-
-progress = _Progress()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -121,25 +111,17 @@ def resume_path(resume: str | None, run_dir: Path) -> str | None:
     return None
 
 
-def _to_log_file(message: str) -> None:
-    """Record a message in the run's train.log without repeating it on the console."""
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
-
-
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    progress.task_started = True
+    LAUNCH.task_started = True
     hydra_cfg = HydraConfig.get()
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
     try:
         train(cfg, Path(hydra_cfg.runtime.output_dir), overrides)
     except UserError as e:
-        _to_log_file(f"error: {e}")
+        to_train_log(f"error: {e}")
         if hydra_cfg.mode != RunMode.MULTIRUN:
             fail(str(e))
-        progress.failed_jobs.append(f"job {hydra_cfg.job.num} ({' '.join(overrides)}): {e}")
+        LAUNCH.failed_jobs.append(f"job {hydra_cfg.job.num} ({' '.join(overrides)}): {e}")
         log.error("error: %s; the sweep goes on", e)
     return None

@@ -56,7 +56,7 @@ CASES = {
     "dcgan-64": (["dataset=synthetic", "dataset.image_size=64", "dataset.channels=3",
                   "dataset.n_samples=2048", "model=dcgan"], "gan", 30),
     "mlp_gan": ([*MNIST, "model=mlp_gan", "eval.classifier_metrics=false"], "gan", 3000),
-    "vae": ([*MNIST, "model=vae"], "vae", 4000),
+    "vae": ([*MNIST, "model=vae", "eval.classifier_metrics=false"], "vae", 4000),
     "lenet": ([*MNIST, "model=lenet"], "classifier", 300),
     "lenet-pgd7": ([*MNIST, "model=lenet", "defense=pgd", "defense.steps=7",
                     "defense.step_size=0.1"], "classifier", 60),
@@ -116,16 +116,6 @@ class Switches:
         """Once per training step, after every optimizer's step: fp16 adapts its scale."""
         if self.scaler is not None:
             self.scaler.update()
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from ganlab.config import CONF_DIR
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
 
 
 def runner(overrides: list[str], work: Path, name: str) -> float:
@@ -283,6 +273,7 @@ def bare_in_fresh_process(name: str, overrides: list[str], work: Path, steps: in
 
 
 def bare_main(spec_json: str) -> None:
+    from ganlab.config import compose
     from ganlab.runtime import flush_denormals
 
     flush_denormals()  # as ganlab's runner does: the overhead compares like with like

@@ -27,7 +27,7 @@ from pathlib import Path
 VARIANTS = {
     "minimax": ["loss=minimax"],
     "nonsaturating": ["loss=nonsaturating"],
-    "wgan_gp": ["loss=wgan_gp"],
+    "wgan_gp": ["experiment=wgan_gp"],  # Gulrajani et al.'s settings, as before 0.2
     "nonsaturating + minibatch_std": ["model.minibatch_std=true"],
     "nonsaturating + history": ["model.history=512"],
     "nonsaturating + ema": ["model.ema=0.999"],

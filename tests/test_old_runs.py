@@ -123,3 +123,12 @@ def test_an_old_run_resumes_with_the_settings_it_was_trained_with(name, tmp_path
     assert set(changed) <= {"data_dir", "resume", "trainer.max_steps"}, changed
     resumed = load_checkpoint(run)
     assert resumed.config.model == load_checkpoint(OLD_RUNS / name).config.model
+
+
+def test_loading_a_checkpoint_leaves_the_float_semantics_of_the_caller_alone():
+    """A library call does not turn on flush-to-zero for the whole process (the commands do
+    it for themselves)."""
+    torch.set_flush_denormal(False)  # in-process commands of earlier tests turn it on
+    tiny = torch.tensor([1e-40])
+    load_checkpoint(OLD_RUNS / "vae")
+    assert float(tiny * 1.0) != 0.0  # denormals still represented

@@ -18,6 +18,7 @@ from conftest import TINY, run_cli
 from hydra.core.utils import JobReturn, JobStatus
 
 from ganlab import report
+from ganlab.sweep import SweepCallback, sweep_failures
 
 # the `sweep` extra: pip install -e ".[sweep]"
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
@@ -195,7 +196,7 @@ def test_sweep_failures_reads_each_jobs_train_log(tmp_path):
     make_job(tmp_path, "2", ["loss=wgan"], "")  # killed: no metrics, no error line
     old = make_job(tmp_path, "3", ["loss=minimax"], line.format("an earlier sweep's"))
     stamp = (old / ".hydra" / "overrides.yaml").stat().st_mtime
-    failures = report.sweep_failures(tmp_path, before={str(old): stamp})
+    failures = sweep_failures(tmp_path, before={str(old): stamp})
     assert failures == ["job 0 (loss=hinge): data missing",
                         "job 2 (loss=wgan): no metrics.json and no error line in its train.log "
                         "(killed?)"]
@@ -203,7 +204,7 @@ def test_sweep_failures_reads_each_jobs_train_log(tmp_path):
     stale = make_job(tmp_path, "4", ["loss=hinge"], line.format("diverged"), finished=True)
     later = time.time() + 10
     os.utime(stale / ".hydra" / "overrides.yaml", (later, later))
-    assert report.sweep_failures(tmp_path)[-1] == "job 4 (loss=hinge): diverged"
+    assert sweep_failures(tmp_path)[-1] == "job 4 (loss=hinge): diverged"
 
 
 def test_callback_writes_a_crash_traceback_into_the_jobs_log(tmp_path):
@@ -214,8 +215,8 @@ def test_callback_writes_a_crash_traceback_into_the_jobs_log(tmp_path):
             raise ValueError("boom\nsecond line")
         except ValueError as e:
             crash = JobReturn(status=JobStatus.FAILED, _return_value=e)
-        report.SweepCallback().on_job_end(config=None, job_return=crash)
-        report.SweepCallback().on_job_end(
+        SweepCallback().on_job_end(config=None, job_return=crash)
+        SweepCallback().on_job_end(
             config=None, job_return=JobReturn(status=JobStatus.COMPLETED, _return_value=None))
     finally:
         logging.getLogger().removeHandler(handler)

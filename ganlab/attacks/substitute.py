@@ -75,7 +75,7 @@ def train_substitute(oracle: Callable[[torch.Tensor], torch.Tensor], seed_x: tor
                      spec: DataSpec, cfg, generator: torch.Generator) -> Substitute:
     """Algorithm 1 of the paper: `cfg.rounds` rounds of training, the set doubling between
     them. cfg: architecture, channels, hidden, lr, epochs, batch_size, rounds, lmbda, tau."""
-    if SubstituteArchitecture(cfg.architecture) is SubstituteArchitecture.lenet:
+    if cfg.architecture == SubstituteArchitecture.lenet:
         model_cfg = LenetConfig(channels=list(cfg.channels), hidden=list(cfg.hidden))
         model = build_lenet(OmegaConf.structured(model_cfg), spec)
     else:

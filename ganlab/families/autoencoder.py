@@ -75,8 +75,7 @@ def gaussian_nll(mean: torch.Tensor, x: torch.Tensor, std: float) -> torch.Tenso
 
 
 def resolve_likelihood(choice, spec: DataSpec) -> Likelihood:
-    choice = Likelihood(choice)
-    if choice is Likelihood.auto:
+    if choice == Likelihood.auto:
         return Likelihood.bernoulli if spec.shape[0] == 1 else Likelihood.gaussian
     return choice
 
@@ -199,7 +198,7 @@ class VaeFamily(AutoencoderFamily):
             noise = torch.randn_like(mu)
         z = mu + noise * torch.exp(0.5 * logvar)  # the reparameterisation trick
         logits = self.decoder(z)
-        if self.likelihood is Likelihood.bernoulli:
+        if self.likelihood == Likelihood.bernoulli:
             recon = bernoulli_nll(logits, x)
         else:
             recon = gaussian_nll(torch.sigmoid(logits), x, self.gaussian_std)

@@ -77,7 +77,7 @@ class ClassifierFamily(Family):
         self.defense = DEFENSES.get(cfg.defense.name)(cfg.defense)
         self.double_backward = frozenset({"model"} if self.defense.double_backward else ())
         # AttackMethod(...): a config read back from a checkpoint holds plain strings
-        self.eval_method, self.eval_eps = AttackMethod(c.eval_attack).value, float(c.eval_eps)
+        self.eval_method, self.eval_eps = c.eval_attack.value, float(c.eval_eps)
         self.eval_steps = int(c.eval_steps)
         self.eval_seed = cfg.trainer.seed + 2
         self.eval_samples = int(cfg.eval.n_samples)

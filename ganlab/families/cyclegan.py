@@ -108,7 +108,7 @@ class CycleGan(Family):
         self.lr, self.decay_start = float(c.lr), float(c.decay_start)
         self.lambda_a, self.lambda_b = float(c.lambda_a), float(c.lambda_b)
         self.lambda_identity = float(c.lambda_identity)
-        self.criterion = (F.mse_loss if CycleganLoss(c.gan_loss) == CycleganLoss.lsgan
+        self.criterion = (F.mse_loss if c.gan_loss == CycleganLoss.lsgan
                           else F.binary_cross_entropy_with_logits)
         self.updates = 0  # optimisation steps taken: the lr schedule's position
         self.heldout = None

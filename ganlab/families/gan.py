@@ -193,10 +193,10 @@ class GanFamily(Family):
     def _check_options(self, g) -> None:
         label_options = g.label_smoothing or g.label_noise or (g.real_label, g.fake_label) != (1, 0)
         if label_options and not self.loss.uses_labels:
+            label_based = ", ".join(n for n in LOSSES.names() if LOSSES.get(n).uses_labels)
             raise UserError(
                 "model.real_label, fake_label, label_smoothing and label_noise apply to the "
-                f"label-based losses (minimax, nonsaturating, lsgan), not to loss={self.loss_name}"
-            )
+                f"label-based losses ({label_based}), not to loss={self.loss_name}")
 
     # --- training ------------------------------------------------------------------------
 

@@ -29,13 +29,13 @@ def inception_weights(cfg_eval) -> Path | None:
     absent."""
     from ganlab.metrics.inception import weights_path
 
-    mode = Inception(cfg_eval.inception)
-    if mode is Inception.off:
+    mode = cfg_eval.inception
+    if mode == Inception.off:
         if cfg_eval.inception_weights:
             raise UserError("eval.inception_weights is set but eval.inception=off; "
                             "set eval.inception=on or auto")
         return None
-    path = weights_path(cfg_eval.inception_weights, download=mode is Inception.on)
+    path = weights_path(cfg_eval.inception_weights, download=mode == Inception.on)
     if path is None:
         log.info("eval.inception=auto: no Inception weights on disk, so no FID/KID "
                  "(eval.inception=on downloads them)")
@@ -54,7 +54,7 @@ def wants_heldout(cfg) -> bool:
     """Whether the sample metrics compare with real held-out images under this config."""
     return "image_size" in cfg.dataset and (
         uses_classifier(cfg.eval, cfg.dataset)
-        or Inception(cfg.eval.inception) is not Inception.off)
+        or cfg.eval.inception != Inception.off)
 
 
 class SampleMetrics:

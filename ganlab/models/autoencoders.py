@@ -70,7 +70,7 @@ def build_autoencoder(cfg, spec: DataSpec, *, variational: bool) -> AutoencoderN
     if spec.kind != "image":
         raise UserError(f"model={cfg.name} encodes images; dataset {spec.name} is 2-D points")
     out = 2 * cfg.latent_dim if variational else cfg.latent_dim
-    if Architecture(cfg.architecture) is Architecture.conv:
+    if cfg.architecture == Architecture.conv:
         encoder, decoder = _conv_networks(cfg, spec, out)
     else:
         pixels = math.prod(spec.shape)

@@ -82,7 +82,7 @@ def build_cgan(cfg, spec, *, gradient_penalty: bool = False,
     G = ConditionalGenerator(cfg.latent_dim, k, cfg.embed_dim, channels, size, cfg.g_features,
                              cfg.upsample)
     norm = discriminator_norm(cfg, gradient_penalty)
-    extra = k if Conditioning(cfg.conditioning) == Conditioning.concat else 0
+    extra = k if cfg.conditioning == Conditioning.concat else 0
     base = DcganDiscriminator(channels + extra, size, cfg.d_features, norm, d_options.dropout,
                               d_options.minibatch_std)
     D = (ConcatDiscriminator(base, k) if extra else ProjectionDiscriminator(base, k))

@@ -12,7 +12,6 @@ raw scores (no sigmoid), one per overlapping image patch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 import torch
 from torch import Tensor, nn
@@ -317,15 +316,10 @@ class CycleganNetworks:
     generator_name: str
 
 
-def _value(option) -> str:
-    """A config enum member or its string (configs read back from checkpoints hold strings)."""
-    return option.value if isinstance(option, Enum) else str(option)
-
-
 def check_cyclegan_config(cfg) -> None:
     """Sizes the networks cannot take, from the config alone (before any data is read)."""
     c = cfg.model
-    name = resolve_generator(_value(c.generator), int(cfg.dataset.image_size))
+    name = resolve_generator(c.generator.value, int(cfg.dataset.image_size))
     check_image_size(int(cfg.dataset.image_size), name, int(c.d_layers))
 
 
@@ -333,9 +327,9 @@ def check_cyclegan_config(cfg) -> None:
 def build_cyclegan(cfg, spec) -> CycleganNetworks:
     c = cfg.model
     channels, size = spec.shape[0], spec.shape[-1]
-    name = resolve_generator(_value(c.generator), size)
+    name = resolve_generator(c.generator.value, size)
     check_image_size(size, name, int(c.d_layers))
-    norm, gain = _value(c.norm), float(c.init_gain)
+    norm, gain = c.norm.value, float(c.init_gain)
 
     def generator() -> nn.Module:
         return build_generator(name, channels, c.g_features, norm, c.dropout, size, gain)
