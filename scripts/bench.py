@@ -148,7 +148,7 @@ def bare(kind: str, cfg, device: torch.device, steps: int, warmup: int) -> float
         if cfg.loss.name != "nonsaturating" or cfg.loss.gp_weight:
             sys.exit(f"the bare GAN loop does the nonsaturating loss without a gradient "
                      f"penalty, not loss={cfg.loss.name} (gp_weight={cfg.loss.gp_weight})")
-        nets = MODELS.get(cfg.model.name)(cfg.model, data.spec, gradient_penalty=False)
+        nets = MODELS.get(cfg.model.name)(cfg.model, data.spec)
         G, D = on.network(nets.G, device), on.network(nets.D, device)
         low, high = nets.value_range
         opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -168,7 +168,7 @@ def bare(kind: str, cfg, device: torch.device, steps: int, warmup: int) -> float
             on.optimize(loss_g, opt_g)
             on.end_step()
     elif kind == "vae":
-        nets = MODELS.get(cfg.model.name)(cfg.model, data.spec, variational=True)
+        nets = MODELS.get(cfg.model.name)(cfg.model, data.spec)
         enc, dec = on.network(nets.encoder, device), on.network(nets.decoder, device)
         opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=1e-3)
 
@@ -218,7 +218,7 @@ def bare_cyclegan(cfg, data, device: torch.device, steps: int, warmup: int,
     size = data.spec.shape[-1]
     a_all = data.a[:, :, :size, :size].to(device).float() / 127.5 - 1
     b_all = data.b[:, :, :size, :size].to(device).float() / 127.5 - 1
-    nets = MODELS.get("cyclegan")(cfg, data.spec)
+    nets = MODELS.get("cyclegan")(cfg.model, data.spec)
     g_ab, g_ba, d_a, d_b = (on.network(n, device)
                             for n in (nets.G_AB, nets.G_BA, nets.D_A, nets.D_B))
     opt_g = torch.optim.Adam(itertools.chain(g_ab.parameters(), g_ba.parameters()), lr=2e-4,

@@ -11,24 +11,22 @@ from ganlab.data.base import DataSpec
 from ganlab.errors import UserError
 from ganlab.families.gan import DcganConfig, MlpGanConfig
 from ganlab.models import MODELS, GanNetworks
-from ganlab.models.base import DiscriminatorOptions, count_parameters
-from ganlab.models.dcgan import Norm, Upsample
+from ganlab.models.base import count_parameters
+from ganlab.models.dcgan import Norm, Upsample, discriminator_norm
 from ganlab.models.mlp import Output
 
 
 def dcgan(channels: int = 1, size: int = 28, *, gradient_penalty: bool = False,
-          d_dropout: float = 0.0, minibatch_std: bool = False, **overrides) -> GanNetworks:
+          **overrides) -> GanNetworks:
     cfg = OmegaConf.structured(DcganConfig(**overrides))
+    # d_norm=auto as the GAN family resolves it for the builder
+    cfg.d_norm = discriminator_norm(cfg, gradient_penalty)
     spec = DataSpec("x", "image", (channels, size, size))
-    return MODELS.get("dcgan")(cfg, spec, gradient_penalty=gradient_penalty,
-                               d_options=DiscriminatorOptions(d_dropout, minibatch_std))
+    return MODELS.get("dcgan")(cfg, spec)
 
 
-def mlp_gan(spec: DataSpec, d_dropout: float = 0.0, minibatch_std: bool = False,
-            **overrides) -> GanNetworks:
-    cfg = OmegaConf.structured(MlpGanConfig(**overrides))
-    return MODELS.get("mlp_gan")(cfg, spec, gradient_penalty=False,
-                                 d_options=DiscriminatorOptions(d_dropout, minibatch_std))
+def mlp_gan(spec: DataSpec, **overrides) -> GanNetworks:
+    return MODELS.get("mlp_gan")(OmegaConf.structured(MlpGanConfig(**overrides)), spec)
 
 
 MNIST = DataSpec("mnist", "image", (1, 28, 28))
@@ -128,15 +126,15 @@ def test_dcgan_dropout() -> None:
 def test_dcgan_unsupported_size(shape: tuple[int, int, int]) -> None:
     cfg = OmegaConf.structured(DcganConfig())
     with pytest.raises(UserError, match="size"):
-        MODELS.get("dcgan")(cfg, DataSpec("x", "image", shape), gradient_penalty=False)
+        MODELS.get("dcgan")(cfg, DataSpec("x", "image", shape))
 
 
 def test_dcgan_rejects_non_square_images_and_points() -> None:
     cfg = OmegaConf.structured(DcganConfig())
     with pytest.raises(UserError):
-        MODELS.get("dcgan")(cfg, DataSpec("x", "image", (1, 32, 28)), gradient_penalty=False)
+        MODELS.get("dcgan")(cfg, DataSpec("x", "image", (1, 32, 28)))
     with pytest.raises(UserError):
-        MODELS.get("dcgan")(cfg, RING, gradient_penalty=False)
+        MODELS.get("dcgan")(cfg, RING)
 
 
 def test_dcgan_norm_auto_follows_the_gradient_penalty() -> None:

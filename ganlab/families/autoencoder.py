@@ -91,7 +91,7 @@ class AutoencoderFamily(Family):
         self.spec = spec
         self.device = device
         v = cfg.model
-        nets = MODELS.get(cfg.model.name)(cfg.model, spec, variational=self.variational)
+        nets = MODELS.get(cfg.model.name)(cfg.model, spec)
         self.encoder, self.decoder = nets.encoder.to(device), nets.decoder.to(device)
         self.latent_dim = nets.latent_dim
         params = [*self.encoder.parameters(), *self.decoder.parameters()]

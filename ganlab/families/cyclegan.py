@@ -95,7 +95,7 @@ class CycleGan(Family):
                             f"dataset {spec.name!r} holds {spec.kind}")
         self.cfg, self.spec, self.device = cfg, spec, device
         c = cfg.model
-        nets = MODELS.get(cfg.model.name)(cfg, spec)
+        nets = MODELS.get(cfg.model.name)(cfg.model, spec)
         self.G_AB, self.G_BA = nets.G_AB.to(device), nets.G_BA.to(device)
         self.D_A, self.D_B = nets.D_A.to(device), nets.D_B.to(device)
         self.generator_name = nets.generator_name

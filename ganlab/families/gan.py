@@ -27,7 +27,6 @@ from ganlab.families.pool import ImagePool
 from ganlab.images import make_grid, to_float, to_uint8
 from ganlab.losses import LOSSES, Targets, gradient_penalty
 from ganlab.models import MODELS
-from ganlab.models.base import DiscriminatorOptions
 from ganlab.models.conditional import Conditioning
 from ganlab.models.dcgan import Norm, Upsample
 from ganlab.models.mlp import Output
@@ -152,10 +151,7 @@ class GanFamily(Family):
         self.label_smoothing, self.label_noise = float(g.label_smoothing), float(g.label_noise)
         self.batches_per_step = self.d_steps = int(g.d_steps)
 
-        d_options = DiscriminatorOptions(dropout=float(g.d_dropout),
-                                         minibatch_std=bool(g.minibatch_std))
-        nets = MODELS.get(cfg.model.name)(cfg.model, spec, gradient_penalty=self.gp_weight > 0,
-                                          d_options=d_options)
+        nets = MODELS.get(cfg.model.name)(self._network_settings(cfg.model), spec)
         if g.spectral_norm:
             add_spectral_norm(nets.D)
         self.G, self.D = nets.G.to(device), nets.D.to(device)
@@ -189,6 +185,15 @@ class GanFamily(Family):
         else:
             self.fixed_z = torch.randn(n_fixed, self.latent_dim, generator=fixed).to(device)
             self.fixed_labels = None
+
+    def _network_settings(self, model):
+        """model.* for the builder, with d_norm=auto resolved: under a gradient penalty D
+        takes layer norm (a per-example penalty is wrong under batch norm)."""
+        if model.get("d_norm") != Norm.auto:
+            return model
+        model = model.copy()
+        model.d_norm = Norm.layer if self.gp_weight else Norm.batch
+        return model
 
     def _check_options(self, g) -> None:
         label_options = g.label_smoothing or g.label_noise or (g.real_label, g.fake_label) != (1, 0)

@@ -66,7 +66,9 @@ def _conv_networks(cfg, spec: DataSpec, out: int) -> tuple[nn.Module, nn.Module]
 @MODELS.register("ae")
 @MODELS.register("vae")
 @MODELS.register("conv_vae")
-def build_autoencoder(cfg, spec: DataSpec, *, variational: bool) -> AutoencoderNetworks:
+def build_autoencoder(cfg, spec: DataSpec) -> AutoencoderNetworks:
+    """A VAE's encoder (model.family=vae) outputs mu and log-variance: twice the latent."""
+    variational = cfg.family == "vae"
     if spec.kind != "image":
         raise UserError(f"model={cfg.name} encodes images; dataset {spec.name} is 2-D points")
     out = 2 * cfg.latent_dim if variational else cfg.latent_dim

@@ -11,9 +11,10 @@ from torch import nn
 
 from ganlab.registry import Registry
 
-# name -> builder. GAN architectures: (cfg.model, spec, *, gradient_penalty: bool,
-# d_options: DiscriminatorOptions) -> GanNetworks;
-# classifiers: (cfg.model, spec) -> nn.Module mapping [0, 1] images to logits
+# name -> builder(cfg.model, spec: DataSpec) -> the networks, one signature for all: GAN
+# architectures return GanNetworks, autoencoders AutoencoderNetworks, classifiers an nn.Module
+# mapping [0, 1] images to logits, CycleGAN CycleganNetworks. Whatever a builder needs is in
+# the model's settings (a family resolves choices that depend on other sections first)
 MODELS: Registry = Registry("model")
 
 
@@ -24,17 +25,6 @@ class GanNetworks:
     latent_dim: int
     value_range: tuple[float, float] | None  # G's image range; None for 2-D points
     num_classes: int = 0  # > 0: class-conditional networks
-
-
-@dataclass(frozen=True)
-class DiscriminatorOptions:
-    """The GAN family's switches that change D's layers (model.d_dropout, model.minibatch_std)."""
-
-    dropout: float = 0.0
-    minibatch_std: bool = False
-
-
-PLAIN_D = DiscriminatorOptions()
 
 
 class MinibatchStd(nn.Module):

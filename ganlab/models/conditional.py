@@ -21,7 +21,7 @@ from torch import nn
 
 from ganlab.errors import UserError
 from ganlab.images import SYMMETRIC
-from ganlab.models.base import MODELS, PLAIN_D, DiscriminatorOptions, GanNetworks
+from ganlab.models.base import MODELS, GanNetworks
 from ganlab.models.dcgan import (
     DcganDiscriminator,
     DcganGenerator,
@@ -72,8 +72,7 @@ class ConcatDiscriminator(nn.Module):
 
 
 @MODELS.register("cgan")
-def build_cgan(cfg, spec, *, gradient_penalty: bool = False,
-               d_options: DiscriminatorOptions = PLAIN_D) -> GanNetworks:
+def build_cgan(cfg, spec) -> GanNetworks:
     channels, size = check_image_spec(spec, "cgan")
     k = spec.num_classes
     if k < 2:
@@ -81,10 +80,9 @@ def build_cgan(cfg, spec, *, gradient_penalty: bool = False,
                         f"{spec.name!r} has none (use mnist, fashion_mnist or synthetic)")
     G = ConditionalGenerator(cfg.latent_dim, k, cfg.embed_dim, channels, size, cfg.g_features,
                              cfg.upsample)
-    norm = discriminator_norm(cfg, gradient_penalty)
     extra = k if cfg.conditioning == Conditioning.concat else 0
-    base = DcganDiscriminator(channels + extra, size, cfg.d_features, norm, d_options.dropout,
-                              d_options.minibatch_std)
+    base = DcganDiscriminator(channels + extra, size, cfg.d_features, discriminator_norm(cfg),
+                              cfg.d_dropout, cfg.minibatch_std)
     D = (ConcatDiscriminator(base, k) if extra else ProjectionDiscriminator(base, k))
     G.apply(dcgan_init)  # G's label embedding keeps N(0, 1): the scale of z beside it
     D.apply(dcgan_init)

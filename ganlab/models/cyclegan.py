@@ -324,8 +324,7 @@ def check_cyclegan_config(cfg) -> None:
 
 
 @MODELS.register("cyclegan")
-def build_cyclegan(cfg, spec) -> CycleganNetworks:
-    c = cfg.model
+def build_cyclegan(c, spec) -> CycleganNetworks:
     channels, size = spec.shape[0], spec.shape[-1]
     name = resolve_generator(c.generator.value, size)
     check_image_size(size, name, int(c.d_layers))

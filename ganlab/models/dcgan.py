@@ -12,8 +12,6 @@ from ganlab.errors import UserError
 from ganlab.images import SYMMETRIC
 from ganlab.models.base import (
     MODELS,
-    PLAIN_D,
-    DiscriminatorOptions,
     GanNetworks,
     MinibatchStd,
 )
@@ -123,21 +121,21 @@ def check_image_spec(spec, model: str) -> tuple[int, int]:
     return channels, height
 
 
-def discriminator_norm(cfg, gradient_penalty: bool) -> Norm:
+def discriminator_norm(cfg, gradient_penalty: bool = False) -> Norm:
+    """model.d_norm, with auto resolved: batch norm, or layer norm under a gradient penalty
+    (a per-example penalty is wrong under batch norm: Gulrajani et al.). The GAN family
+    resolves auto before building, since it knows the loss."""
     if cfg.d_norm == Norm.auto:
-        # a per-example gradient penalty is wrong under batch norm (Gulrajani et al.)
         return Norm.layer if gradient_penalty else Norm.batch
     return cfg.d_norm
 
 
 @MODELS.register("dcgan")
-def build_dcgan(cfg, spec, *, gradient_penalty: bool = False,
-                d_options: DiscriminatorOptions = PLAIN_D) -> GanNetworks:
+def build_dcgan(cfg, spec) -> GanNetworks:
     channels, size = check_image_spec(spec, "dcgan")
     G = DcganGenerator(cfg.latent_dim, channels, size, cfg.g_features, cfg.upsample)
-    D = DcganDiscriminator(channels, size, cfg.d_features,
-                           discriminator_norm(cfg, gradient_penalty), d_options.dropout,
-                           d_options.minibatch_std)
+    D = DcganDiscriminator(channels, size, cfg.d_features, discriminator_norm(cfg),
+                           cfg.d_dropout, cfg.minibatch_std)
     G.apply(dcgan_init)
     D.apply(dcgan_init)
     return GanNetworks(G=G, D=D, latent_dim=cfg.latent_dim, value_range=SYMMETRIC)

@@ -12,8 +12,6 @@ from torch import nn
 from ganlab.images import SYMMETRIC, UNIT
 from ganlab.models.base import (
     MODELS,
-    PLAIN_D,
-    DiscriminatorOptions,
     GanNetworks,
     MinibatchStd,
 )
@@ -68,8 +66,7 @@ class MlpDiscriminator(nn.Module):
 
 
 @MODELS.register("mlp_gan")
-def build_mlp_gan(cfg, spec, *, gradient_penalty: bool = False,
-                  d_options: DiscriminatorOptions = PLAIN_D) -> GanNetworks:
+def build_mlp_gan(cfg, spec) -> GanNetworks:
     output = cfg.output
     if output == Output.auto:
         output = Output.sigmoid if spec.kind == "image" else Output.linear
@@ -81,6 +78,5 @@ def build_mlp_gan(cfg, spec, *, gradient_penalty: bool = False,
             raise UserError("model.output=linear does not give images; use sigmoid or tanh")
         value_range = UNIT if output == Output.sigmoid else SYMMETRIC
     G = MlpGenerator(cfg.latent_dim, list(cfg.g_hidden), spec.shape, output)
-    D = MlpDiscriminator(list(cfg.d_hidden), spec.shape, d_options.dropout,
-                         d_options.minibatch_std)
+    D = MlpDiscriminator(list(cfg.d_hidden), spec.shape, cfg.d_dropout, cfg.minibatch_std)
     return GanNetworks(G=G, D=D, latent_dim=cfg.latent_dim, value_range=value_range)

@@ -27,8 +27,6 @@ from ganlab.errors import UserError
 from ganlab.images import SYMMETRIC
 from ganlab.models.base import (
     MODELS,
-    PLAIN_D,
-    DiscriminatorOptions,
     GanNetworks,
     MinibatchStd,
 )
@@ -212,15 +210,14 @@ class ProganDiscriminator(_Progress):
 
 
 @MODELS.register("progan")
-def build_progan(cfg, spec, *, gradient_penalty: bool = False,
-                 d_options: DiscriminatorOptions = PLAIN_D) -> GanNetworks:
+def build_progan(cfg, spec) -> GanNetworks:
     """D always has Karras' minibatch std in its last block (model.minibatch_std changes
     nothing); model.d_dropout is not part of the architecture and is refused."""
     if spec.kind != "image":
         raise UserError(f"progan needs an image dataset; {spec.name!r} holds {spec.kind}")
     channels, height, width = spec.shape
     check_size(width, height)
-    if d_options.dropout:
+    if cfg.d_dropout:
         raise UserError("model.d_dropout does not apply to model=progan (Karras' discriminator "
                         "has no dropout)")
     n = n_stages_for(width)
