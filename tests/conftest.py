@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import gzip
+import json
+import logging
+import math
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -33,6 +40,59 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300,
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, "-m", "ganlab", *args], check=False, cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def in_dir(cwd: Path):
+    """The working dir and GANLAB_DATA (cwd/data) run_cli gives a subprocess, for code run in
+    this process; both put back afterwards."""
+    old_cwd, old_data = os.getcwd(), os.environ.get("GANLAB_DATA")
+    os.chdir(cwd)
+    os.environ["GANLAB_DATA"] = str(cwd / "data")
+    try:
+        yield
+    finally:
+        os.chdir(old_cwd)
+        if old_data is None:
+            os.environ.pop("GANLAB_DATA", None)
+        else:
+            os.environ["GANLAB_DATA"] = old_data
+
+
+def train_in_process(args: list[str], cwd: Path) -> None:
+    """`python -m ganlab train ARGS` run from cwd, in this process: the code the CLI runs from
+    the command line on (preflight, Hydra, the loop), about 0.5 s for a tiny run instead of a
+    new interpreter's 3 s. For runs that must succeed (a non-zero exit fails the test).
+    Afterwards sys.argv, the logging handlers Hydra installed, the global RNGs and the CPU's
+    denormal flushing (ganlab.runtime.flush_denormals) are as before."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from ganlab import __main__
+
+    root = logging.getLogger()
+    handlers, level, argv = list(root.handlers), root.level, sys.argv[:]
+    rng = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    flushing = bool((torch.tensor([1e-39]) * 1.0 == 0).item())  # a denormal read as zero
+    try:
+        with in_dir(cwd):
+            __main__.main(["train", *args])
+    except SystemExit as e:
+        if e.code:
+            raise AssertionError(f"train {' '.join(args)} exited {e.code}") from e
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        sys.argv[:] = argv
+        torch.set_rng_state(rng[0])  # seeded by the run
+        np.random.set_state(rng[1])
+        random.setstate(rng[2])
+        torch.set_flush_denormal(flushing)  # the run turned it on
 
 
 def signal_training(args: list[str], cwd: Path, ready, sig: int = signal.SIGINT,
@@ -91,26 +151,28 @@ def tiny_loop(run_dir: Path, family, eval_every: int = 0, **trainer):
     return Loop(cfg, family, data, run_dir, overrides=[])
 
 
-def run_in_process(args: list[str], capsys) -> subprocess.CompletedProcess | None:
+def run_in_process(args: list[str], capsys,
+                   cwd: Path | None = None) -> subprocess.CompletedProcess | None:
     """A bad command line through the code `python -m ganlab` runs, without a new process
     (seconds saved per call): the small commands, and train up to Hydra (None when the train
-    preflight accepts the command line). tests/test_troubleshooting.py checks that it prints
-    what the CLI prints."""
+    preflight accepts the command line). cwd: run from there, with run_cli's GANLAB_DATA
+    (cwd/data). tests/test_troubleshooting.py checks that it prints what the CLI prints."""
     from ganlab import __main__, preflight
     from ganlab.errors import UserError, fail
 
     capsys.readouterr()
-    if args[0] == "train":
-        try:
-            preflight.prepare_train_args(args[1:])
-        except UserError as e:
-            error = e
-        else:
-            return None
-    with pytest.raises(SystemExit) as stop:
+    with in_dir(cwd) if cwd is not None else contextlib.nullcontext():
         if args[0] == "train":
-            fail(str(error))  # what ganlab.__main__ does with it
-        __main__.main(args)
+            try:
+                preflight.prepare_train_args(args[1:])
+            except UserError as e:
+                error = e
+            else:
+                return None
+        with pytest.raises(SystemExit) as stop:
+            if args[0] == "train":
+                fail(str(error))  # what ganlab.__main__ does with it
+            __main__.main(args)
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(args, stop.value.code, out, err)
 
@@ -125,6 +187,7 @@ def read_events(tb_dir: Path):
 
 def assert_bad_input(result: subprocess.CompletedProcess, *fragments: str) -> None:
     """Exit 2, exactly one `error: ...` line on stderr, no traceback."""
+    assert result is not None, "run_in_process: the train preflight accepted the command line"
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -165,3 +228,171 @@ def no_download(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(datasets.MNIST, "download", fail)
     return calls
+
+
+# --- comparing saved states ---------------------------------------------------------------
+
+
+def assert_states_equal(a, b, path: str = "state") -> None:
+    """Two saved states (checkpoints, state_dicts) hold the same keys and bit-identical values:
+    recursive over dicts, lists and tuples; tensors by torch.equal, with dtype and shape (NaN
+    equals NaN in the same place). Fails naming the first key path that differs, e.g.
+    state['family']['opt_g']['state'][0]['exp_avg']."""
+    import torch
+
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            raise AssertionError(f"{path}: keys differ: only in the first "
+                                 f"{sorted(map(repr, a.keys() - b.keys()))}, only in the second "
+                                 f"{sorted(map(repr, b.keys() - a.keys()))}")
+        for key in a:
+            assert_states_equal(a[key], b[key], f"{path}[{key!r}]")
+    elif isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), (
+            f"{path}: {type(a).__name__} of {len(a)} vs {type(b).__name__} of {len(b)}")
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_states_equal(x, y, f"{path}[{i}]")
+    elif torch.is_tensor(a) or torch.is_tensor(b):
+        assert torch.is_tensor(a) and torch.is_tensor(b), (
+            f"{path}: {type(a).__name__} vs {type(b).__name__}")
+        assert (a.dtype, a.shape) == (b.dtype, b.shape), (
+            f"{path}: {a.dtype} {tuple(a.shape)} vs {b.dtype} {tuple(b.shape)}")
+        if torch.equal(a, b):
+            return
+        if a.is_floating_point():
+            nan = a.isnan()
+            if torch.equal(nan, b.isnan()) and torch.equal(a[~nan], b[~nan]):
+                return
+            differ = (a != b) & ~(nan & b.isnan())
+            worst = (a - b).abs()[differ].max().item() if differ.any() else float("nan")
+            raise AssertionError(f"{path}: {int(differ.sum())} of {a.numel()} values differ "
+                                 f"(by up to {worst:.3g})")
+        raise AssertionError(f"{path}: {int((a != b).sum())} of {a.numel()} values differ")
+    elif isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return
+    else:
+        assert type(a) is type(b) and a == b, f"{path}: {a!r} != {b!r}"
+
+
+# --- in-process building blocks -------------------------------------------------------------
+
+
+def batch(n: int = 8, seed: int = 0, shape: tuple[int, ...] = (1, 28, 28), classes: int = 10,
+          floats: bool = False):
+    """A seeded (images, labels) pair from one generator: uint8 images in [0, 255] (floats:
+    [0, 1] floats) of the given shape, then labels in [0, classes)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    if floats:
+        x = torch.rand((n, *shape), generator=g)
+    else:
+        x = torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=g)
+    return x, torch.randint(0, classes, (n,), generator=g)
+
+
+def compose_cfg(*overrides: str):
+    """The run config Hydra composes from conf/ for these overrides (no preflight)."""
+    from hydra import compose, initialize_config_dir
+
+    from ganlab.config import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def build_family(model, spec=None, dataset=None, **settings):
+    """A family on the CPU from a model config instance (DcganConfig(g_features=8), ...),
+    initialised after torch.manual_seed(0), 4 logged samples, run length 100. settings: dotted
+    config keys, **{"loss.name": "wgan_gp", "model.ema": 0.9}. spec: 28-px digits with 10
+    classes by default."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from ganlab.config import SyntheticDatasetConfig
+    from ganlab.data.base import DataSpec
+    from ganlab.families import FAMILIES
+
+    cfg = make_config(model, dataset or SyntheticDatasetConfig())
+    cfg.log.n_samples = 4
+    for key, value in settings.items():
+        OmegaConf.update(cfg, key, value)
+    torch.manual_seed(0)
+    family = FAMILIES.get(cfg.model.family)(
+        cfg, spec or DataSpec("synthetic", "image", (1, 28, 28), num_classes=10),
+        torch.device("cpu"))
+    family.run_length = 100
+    return family
+
+
+def gan_family(model=None, loss: str = "nonsaturating", spec=None, **gan):
+    """build_family for a GAN: mlp_gan by default; the loss with its usual extra (wgan: clipping
+    at 0.01, wgan_gp: penalty weight 10); gan: model.* settings by name (ema=0.9)."""
+    from ganlab.families.gan import MlpGanConfig
+
+    extra = {"wgan": {"loss.clip_value": 0.01}, "wgan_gp": {"loss.gp_weight": 10.0}}
+    settings = {"loss.name": loss, **extra.get(loss, {}),
+                **{f"model.{key}": value for key, value in gan.items()}}
+    return build_family(model or MlpGanConfig(), spec, **settings)
+
+
+# --- files ----------------------------------------------------------------------------------
+
+
+def idx_bytes(tensor) -> bytes:
+    """An unsigned-byte IDX file: two zero bytes, type 0x08, ndim, big-endian dims, data."""
+    import torch
+
+    header = struct.pack(">BBBB", 0, 0, 0x08, tensor.dim())
+    header += b"".join(struct.pack(">I", d) for d in tensor.shape)
+    return header + tensor.to(torch.uint8).contiguous().numpy().tobytes()
+
+
+def write_idx(raw: Path, split: str, images, labels, gz: bool = True) -> None:
+    """<split>-images-idx3-ubyte and <split>-labels-idx1-ubyte in raw/, gzip'ed (.gz) as
+    distributed unless gz=False."""
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, tensor in ((f"{split}-images-idx3-ubyte", images),
+                         (f"{split}-labels-idx1-ubyte", labels)):
+        data = idx_bytes(tensor)
+        if gz:
+            (raw / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (raw / name).write_bytes(data)
+
+
+def make_job(sweep: Path, num, overrides: list[str], metrics: dict | None = None,
+             log: str = "") -> Path:
+    """A job dir of a Hydra sweep as ganlab leaves it: .hydra/overrides.yaml and config.yaml
+    (trainer.max_steps 100), train.log holding `log`, and metrics.json when metrics is given
+    (a finished job)."""
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (job / ".hydra" / "config.yaml").write_text("trainer:\n  max_steps: 100\n")
+    (job / "train.log").write_text(log)
+    if metrics is not None:
+        (job / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return job
+
+
+class FullDisk:
+    """A file on a disk that fills up after `room` bytes: later writes fail with ENOSPC."""
+
+    def __init__(self, f, room: int = 4096) -> None:
+        self._f, self._written, self._room = f, 0, room
+
+    def write(self, data) -> int:
+        if self._written + len(data) > self._room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._written += len(data)
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._f.close()

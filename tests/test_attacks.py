@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import batch as image_batch
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -29,6 +31,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 SPEC = DataSpec("t", "image", (1, 8, 8), 10)
 N_CLASSES = SPEC.num_classes
+# batch(n=8): n [0, 1] images of SPEC's shape and their labels, seed 1 by default
+batch = functools.partial(image_batch, seed=1, shape=SPEC.shape, classes=N_CLASSES, floats=True)
 
 
 
@@ -54,11 +58,6 @@ def make_model(name: str, seed: int = 0) -> nn.Module:
     return BUILDERS[name]()
 
 
-def batch(n: int = 8, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, *SPEC.shape, generator=g)
-    y = torch.randint(0, N_CLASSES, (n,), generator=g)
-    return x, y
 
 
 def ref_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

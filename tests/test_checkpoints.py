@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, run_cli, signal_training, tiny_loop
+from conftest import TINY, FullDisk, run_cli, signal_training, tiny_loop
 
 from ganlab import checkpoint
 from ganlab.errors import UserError
@@ -264,28 +264,6 @@ def test_kill_9_during_training_then_resume(workdir):
 
 
 # --- a full disk, a read-only folder ---------------------------------------------------------
-
-
-class FullDisk:
-    """A file on a disk that fills up after a few KB."""
-
-    def __init__(self, f) -> None:
-        self._f, self._written = f, 0
-
-    def write(self, data) -> int:
-        if self._written + len(data) > 4096:
-            raise OSError(errno.ENOSPC, ENOSPC)
-        self._written += len(data)
-        return self._f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self._f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._f.close()
 
 
 @pytest.mark.parametrize("where", ["write", "fsync", "step copy"])

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import copy
 import gzip
-import struct
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
+from conftest import batch, compose_cfg, idx_bytes, write_idx
 from torch import nn
 
 from ganlab.attacks import fgsm, pgd
 from ganlab.attacks.defenses import DEFENSES
-from ganlab.config import CONF_DIR
 from ganlab.data import build_dataset
 from ganlab.data.base import HELDOUT_FRACTION, DataSpec, InMemoryDataset, split_off_heldout
 from ganlab.data.mnist import read_idx
@@ -40,11 +38,6 @@ CPU = torch.device("cpu")
 
 
 
-def compose_cfg(*overrides: str):
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
 def classifier_cfg(*overrides: str):
     return compose_cfg("model=softmax", "dataset=synthetic", "device=cpu", *overrides)
 
@@ -56,10 +49,6 @@ def build_model(*overrides: str, spec: DataSpec = SPEC) -> nn.Module:
 
 def images01(n: int, seed: int = 0, shape: tuple[int, ...] = (1, 28, 28)) -> torch.Tensor:
     return torch.rand((n, *shape), generator=torch.Generator().manual_seed(seed))
-
-
-def labels(n: int, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(seed + 100))
 
 
 def small_mlp(seed: int = 0) -> nn.Module:
@@ -181,16 +170,12 @@ def defense(*overrides: str):
     return DEFENSES.get(cfg.defense.name)(cfg.defense)
 
 
-def batch(n: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    return images01(n, seed, (1, 8, 8)), labels(n, seed)
-
-
 def test_registry_names() -> None:
     assert {"none", "fgsm", "pgd", "mixup", "gradreg"} <= set(DEFENSES.names())
 
 
 def test_none_is_cross_entropy() -> None:
-    model, (x, y) = small_mlp(), batch()
+    model, (x, y) = small_mlp(), batch(16, shape=SMALL.shape, floats=True)
     out = defense("defense=none").step(model, x, y)
     torch.testing.assert_close(out.loss, F.cross_entropy(model(x), y))
     assert set(out.logits) == {"clean"} and out.scalars == {}
@@ -199,7 +184,7 @@ def test_none_is_cross_entropy() -> None:
 
 @pytest.mark.parametrize("w", [0.0, 0.3, 0.5])
 def test_fgsm_mixed_objective(w: float) -> None:
-    model, (x, y) = small_mlp(), batch()
+    model, (x, y) = small_mlp(), batch(16, shape=SMALL.shape, floats=True)
     out = defense("defense=fgsm", "defense.eps=0.1", f"defense.clean_weight={w}").step(model, x, y)
     x_adv = fgsm(model, x, y, 0.1)
     expected = w * F.cross_entropy(model(x), y) + (1 - w) * F.cross_entropy(model(x_adv), y)
@@ -209,13 +194,13 @@ def test_fgsm_mixed_objective(w: float) -> None:
 
 
 def test_fgsm_clean_weight_one_is_plain_cross_entropy() -> None:
-    model, (x, y) = small_mlp(), batch()
+    model, (x, y) = small_mlp(), batch(16, shape=SMALL.shape, floats=True)
     out = defense("defense=fgsm", "defense.clean_weight=1").step(model, x, y)
     torch.testing.assert_close(out.loss, F.cross_entropy(model(x), y))
 
 
 def test_fgsm_random_start_is_one_projected_step() -> None:
-    model, (x, y) = small_mlp(), batch()
+    model, (x, y) = small_mlp(), batch(16, shape=SMALL.shape, floats=True)
     d = defense("defense=fgsm", "defense.eps=0.1", "defense.random_start=true",
                 "defense.clean_weight=0")
     torch.manual_seed(5)
@@ -227,7 +212,7 @@ def test_fgsm_random_start_is_one_projected_step() -> None:
 
 
 def test_pgd_without_random_start_is_the_iterative_attack() -> None:
-    model, (x, y) = small_mlp(), batch()
+    model, (x, y) = small_mlp(), batch(16, shape=SMALL.shape, floats=True)
     d = defense("defense=pgd", "defense.eps=0.2", "defense.step_size=0.05", "defense.steps=5",
                 "defense.random_start=false")
     out = d.step(model, x, y)
@@ -248,7 +233,7 @@ def test_pgd_examples_stay_in_the_ball(monkeypatch: pytest.MonkeyPatch) -> None:
         return seen[-1]
 
     monkeypatch.setattr(defenses_module, "pgd", recording_pgd)
-    model, (x, y) = small_mlp(), batch()
+    model, (x, y) = small_mlp(), batch(16, shape=SMALL.shape, floats=True)
     x_before = x.clone()
     out = defense("defense=pgd", "defense.eps=0.1", "defense.step_size=0.04",
                   "defense.steps=4").step(model, x, y)
@@ -263,7 +248,7 @@ def test_pgd_examples_stay_in_the_ball(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("alpha", [0.4, 1.0, 2.0])
 def test_mixup_loss_formula(alpha: float) -> None:
-    model, (x, y) = small_mlp(), batch()
+    model, (x, y) = small_mlp(), batch(16, shape=SMALL.shape, floats=True)
     torch.manual_seed(11)
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
     perm = torch.randperm(x.shape[0])
@@ -287,14 +272,14 @@ def per_example_penalty(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> t
 
 
 def test_gradreg_weight_zero_is_cross_entropy() -> None:
-    model, (x, y) = small_mlp(), batch()
+    model, (x, y) = small_mlp(), batch(16, shape=SMALL.shape, floats=True)
     out = defense("defense=gradreg", "defense.weight=0").step(model, x, y)
     torch.testing.assert_close(out.loss, F.cross_entropy(model(x), y))
     torch.testing.assert_close(out.scalars["loss/grad_penalty"], per_example_penalty(model, x, y))
 
 
 def test_gradreg_penalty_and_double_backprop() -> None:
-    model, (x, y) = small_mlp(), batch()
+    model, (x, y) = small_mlp(), batch(16, shape=SMALL.shape, floats=True)
     penalty = per_example_penalty(model, x, y)
     assert penalty > 0
     out = defense("defense=gradreg", "defense.weight=3").step(model, x, y)
@@ -350,6 +335,7 @@ def test_train_step_metrics(overrides: tuple[str, ...], keys: set[str]) -> None:
     fam = family(*overrides)
     x, y = block_images(32, seed=1)
     before = params_of(fam.model)
+    reference = copy.deepcopy(fam.model)
     metrics = fam.train_step((x, y))
     assert set(metrics) == keys
     for value in metrics.values():
@@ -361,6 +347,22 @@ def test_train_step_metrics(overrides: tuple[str, ...], keys: set[str]) -> None:
             assert 0 <= value <= 1
     after = params_of(fam.model)
     assert all(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    # the loss each defence minimises, against the clean cross-entropy of the same weights
+    logits = reference(x.float() / 255)
+    clean, loss = F.cross_entropy(logits, y).item(), metrics["loss/train"].item()
+    if "accuracy/train" in metrics:  # the clean logits' accuracy
+        assert metrics["accuracy/train"].item() == pytest.approx(
+            (logits.argmax(1) == y).float().mean().item())
+    defense = dict(o.split("=", 1) for o in overrides).get("defense", "none")
+    if defense == "none":
+        assert loss == pytest.approx(clean, rel=1e-5)
+    elif defense in ("fgsm", "pgd"):  # (partly) at adversarial points, which cost more
+        assert loss > clean + 0.01, (loss, clean)
+    elif defense == "gradreg":  # J + 10 * the mean squared input-gradient norm
+        penalty = metrics["loss/grad_penalty"].item()
+        assert penalty > 0 and loss == pytest.approx(clean + 10 * penalty, rel=1e-5)
+    else:  # mixup: blended inputs and targets
+        assert abs(loss - clean) > 1e-3, (loss, clean)
 
 
 def test_train_step_numbers_match_the_model_before_the_step() -> None:
@@ -374,20 +376,27 @@ def test_train_step_numbers_match_the_model_before_the_step() -> None:
         (logits.argmax(1) == y).float().mean().item())
 
 
-@pytest.fixture(scope="module")
-def trained() -> ClassifierFamily:
-    """softmax after 300 clean steps on the block task, with 200 held-out examples attached."""
-    fam = family("model.lr=0.01", "eval.n_samples=150")
+def train_on_blocks(*overrides: str) -> ClassifierFamily:
+    """softmax after 300 steps on the block task (lr 0.01), with 200 held-out examples
+    attached; train_accuracy: the mean of the last 20 steps' (clean) training accuracy."""
+    fam = family("model.lr=0.01", "eval.n_samples=150", *overrides)
     x, y = block_images(2048, seed=3)
     g = torch.Generator().manual_seed(0)
     accuracies = []
     for _ in range(300):
         index = torch.randint(0, len(x), (64,), generator=g)
-        accuracies.append(fam.train_step((x[index], y[index]))["accuracy/train"].item())
+        metrics = fam.train_step((x[index], y[index]))
+        accuracies.append(metrics.get("accuracy/train", torch.tensor(float("nan"))).item())
     fam.train_accuracy = sum(accuracies[-20:]) / 20
     hx, hy = block_images(200, seed=4)
     fam.use_heldout(InMemoryDataset(SPEC, hx, hy, source="blocks"))
     return fam
+
+
+@pytest.fixture(scope="module")
+def trained() -> ClassifierFamily:
+    """softmax after 300 clean steps on the block task, with 200 held-out examples attached."""
+    return train_on_blocks()
 
 
 def test_training_learns_the_task(trained: ClassifierFamily) -> None:
@@ -413,6 +422,18 @@ def test_evaluate_metrics(trained: ClassifierFamily) -> None:
     assert result["accuracy"] >= 0.95
     assert result["accuracy_fgsm_0.3"] <= result["accuracy"]
     assert result["accuracy_fgsm_0.3"] < 0.5  # eps 0.3 breaks a softmax model
+
+
+@pytest.mark.parametrize("defense", [("defense=fgsm",),
+                                     ("defense=pgd", "defense.steps=3", "defense.step_size=0.1")])
+def test_adversarial_training_makes_the_model_robust(trained: ClassifierFamily,
+                                                     defense: tuple[str, ...]) -> None:
+    """The same model, data, seed and steps: FGSM at eps 0.3 breaks the softmax trained on clean
+    images (test_evaluate_metrics), not one trained against such attacks."""
+    robust = train_on_blocks(*defense).evaluate()
+    plain = trained.evaluate()
+    assert plain["accuracy_fgsm_0.3"] < 0.5
+    assert robust["accuracy"] >= 0.95 and robust["accuracy_fgsm_0.3"] >= 0.9, robust
 
 
 def test_evaluate_with_pgd_names_and_rng(trained: ClassifierFamily) -> None:
@@ -543,24 +564,6 @@ def test_split_off_heldout_too_small() -> None:
         split_off_heldout(numbered(1))
 
 
-def idx_bytes(tensor: torch.Tensor) -> bytes:
-    """An unsigned-byte IDX file: two zero bytes, type 0x08, ndim, big-endian dims, data."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, tensor.dim())
-    header += b"".join(struct.pack(">I", d) for d in tensor.shape)
-    return header + tensor.to(torch.uint8).contiguous().numpy().tobytes()
-
-
-def write_test_split(raw: Path, images: torch.Tensor, labels_: torch.Tensor,
-                     gz: bool = True) -> None:
-    raw.mkdir(parents=True, exist_ok=True)
-    for name, tensor in (("t10k-images-idx3-ubyte", images), ("t10k-labels-idx1-ubyte", labels_)):
-        data = idx_bytes(tensor)
-        if gz:
-            (raw / f"{name}.gz").write_bytes(gzip.compress(data))
-        else:
-            (raw / name).write_bytes(data)
-
-
 def t10k_images() -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(7)
     images = torch.randint(0, 256, (6, 28, 28), generator=g, dtype=torch.uint8)
@@ -585,7 +588,7 @@ def test_read_idx_round_trip(tmp_path: Path, suffix: str) -> None:
 
 def test_no_heldout_unless_asked(tmp_path: Path) -> None:
     images, labels_ = t10k_images()
-    write_test_split(tmp_path / "MNIST" / "raw", images, labels_)
+    write_idx(tmp_path / "MNIST" / "raw", "t10k", images, labels_)
     data = build_dataset(mnist_cfg(), tmp_path, 0, heldout=False)
     assert data.heldout is None and len(data) == 5000
     synthetic = build_dataset(compose_cfg("dataset=synthetic").dataset, tmp_path, 0)
@@ -597,7 +600,7 @@ def test_official_test_split_is_the_heldout(tmp_path: Path, gz: bool,
                                             no_download: list[str]) -> None:
     images, labels_ = t10k_images()
     raw = tmp_path / "MNIST" / "raw"
-    write_test_split(raw, images, labels_, gz=gz)
+    write_idx(raw, "t10k", images, labels_, gz=gz)
     data = build_dataset(mnist_cfg(), tmp_path, 0, heldout=True)
     held = data.heldout
     assert len(data) == 5000  # the training digits are not split
@@ -611,7 +614,7 @@ def test_official_test_split_is_the_heldout(tmp_path: Path, gz: bool,
 
 def test_official_test_split_is_resized(tmp_path: Path) -> None:
     images, labels_ = t10k_images()
-    write_test_split(tmp_path / "MNIST" / "raw", images, labels_)
+    write_idx(tmp_path / "MNIST" / "raw", "t10k", images, labels_)
     data = build_dataset(mnist_cfg("dataset.image_size=32"), tmp_path, 0, heldout=True)
     held = data.heldout
     assert held.x.shape == (6, 1, 32, 32) and data.x.shape[1:] == (1, 32, 32)
@@ -621,7 +624,7 @@ def test_official_test_split_is_resized(tmp_path: Path) -> None:
 
 def test_official_test_split_keeps_classes(tmp_path: Path) -> None:
     images, labels_ = t10k_images()
-    write_test_split(tmp_path / "MNIST" / "raw", images, labels_)
+    write_idx(tmp_path / "MNIST" / "raw", "t10k", images, labels_)
     data = build_dataset(mnist_cfg("dataset.classes=[1]"), tmp_path, 0, heldout=True)
     assert data.heldout.y.tolist() == [1, 1, 1]
     assert torch.equal(data.heldout.x[:, 0], images[[0, 2, 5]])
@@ -644,7 +647,7 @@ def test_without_test_files_a_slice_is_held_out(tmp_path: Path) -> None:
 def test_corrupt_test_file_is_a_user_error(tmp_path: Path, which: str, gz: bool) -> None:
     images, labels_ = t10k_images()
     raw = tmp_path / "MNIST" / "raw"
-    write_test_split(raw, images, labels_, gz=gz)
+    write_idx(raw, "t10k", images, labels_, gz=gz)
     g = torch.Generator().manual_seed(3)
     junk = torch.randint(1, 256, (300,), generator=g, dtype=torch.uint8).numpy().tobytes()
     (raw / f"{which}{'.gz' if gz else ''}").write_bytes(junk)
@@ -655,7 +658,7 @@ def test_corrupt_test_file_is_a_user_error(tmp_path: Path, which: str, gz: bool)
 def test_truncated_test_file_is_a_user_error(tmp_path: Path) -> None:
     images, labels_ = t10k_images()
     raw = tmp_path / "MNIST" / "raw"
-    write_test_split(raw, images, labels_, gz=False)
+    write_idx(raw, "t10k", images, labels_, gz=False)
     path = raw / "t10k-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:500])
     with pytest.raises(UserError, match="IDX"):
@@ -664,7 +667,7 @@ def test_truncated_test_file_is_a_user_error(tmp_path: Path) -> None:
 
 def test_mismatched_test_files_are_a_user_error(tmp_path: Path) -> None:
     images, labels_ = t10k_images()
-    write_test_split(tmp_path / "MNIST" / "raw", images, labels_[:4])
+    write_idx(tmp_path / "MNIST" / "raw", "t10k", images, labels_[:4])
     with pytest.raises(UserError, match="do not match"):
         build_dataset(mnist_cfg(), tmp_path, 0, heldout=True)
 
@@ -681,14 +684,8 @@ def test_read_idx_names_the_file(tmp_path: Path) -> None:
 def test_iterative_eval_attack_reaches_the_whole_eps_ball(method):
     """model.eval_attack=ifgsm|pgd at eval_eps must be an eps-sized attack: with 20
     steps of I-FGSM's own 1/255 it could move at most 0.078 and report a weak attack as 0.3."""
-    from hydra import compose, initialize_config_dir
-
-    from ganlab.config import CONF_DIR
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["model=softmax", "dataset=synthetic",
-                                           f"model.eval_attack={method}",
-                                           "model.eval_eps=0.3", "model.eval_steps=20"])
+    cfg = compose_cfg("model=softmax", "dataset=synthetic", f"model.eval_attack={method}",
+                      "model.eval_eps=0.3", "model.eval_steps=20")
     family = ClassifierFamily(cfg, SPEC, CPU)
     torch.manual_seed(0)
     x = 0.35 + 0.3 * torch.rand(16, 1, 28, 28)  # inside [0.3, 0.7]: clipping never binds

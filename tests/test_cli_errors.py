@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import TINY, assert_bad_input, run_cli
+from conftest import TINY, assert_bad_input, run_cli, run_in_process
 
 from ganlab.errors import UserError
 from ganlab.registry import Registry
@@ -35,10 +35,18 @@ def test_registry_lists_choices():
         (["-m", "model.lr_d=1e-3,0"], ["model.lr_d=0.0 is outside its range (0, inf)"]),
     ],
 )
-def test_config_errors_before_any_run_dir(workdir, args, fragments):
-    result = run_cli(["train", *args], workdir)
-    assert_bad_input(result, *fragments)
-    assert not (workdir / "outputs").exists()  # rejected before Hydra made a run dir
+def test_config_errors_before_any_run_dir(workdir, args, fragments, capsys):
+    # refused by the preflight (run_in_process: not None), before Hydra makes a run dir
+    assert_bad_input(run_in_process(["train", *args], capsys, workdir), *fragments)
+    assert not (workdir / "outputs").exists()
+
+
+def test_a_preflight_error_through_the_cli(workdir):
+    """One of them through `python -m ganlab` (tests/test_troubleshooting.py compares the two
+    ways for more)."""
+    result = run_cli(["train", "-m", "model.lr_d=1e-3,0"], workdir)
+    assert_bad_input(result, "model.lr_d=0.0 is outside its range (0, inf)")
+    assert not (workdir / "outputs").exists()
 
 
 def test_runtime_bad_input(workdir):
@@ -53,13 +61,15 @@ def test_runtime_bad_input(workdir):
     assert_bad_input(result, "trainer.batch_size=65 is larger than the dataset (64 examples)")
 
 
-def test_unknown_command_and_sample_errors(workdir):
-    assert_bad_input(run_cli(["trian"], workdir), "unknown command 'trian'")
-    assert_bad_input(run_cli(["sample", "ckpt=x.pt", "nn=3"], workdir), "'nn'")
-    assert_bad_input(run_cli(["sample", "ckpt=missing.pt"], workdir), "does not exist")
+def test_unknown_command_and_sample_errors(workdir, capsys):
+    assert_bad_input(run_in_process(["trian"], capsys, workdir), "unknown command 'trian'")
+    assert_bad_input(run_in_process(["sample", "ckpt=x.pt", "nn=3"], capsys, workdir), "'nn'")
+    assert_bad_input(run_in_process(["sample", "ckpt=missing.pt"], capsys, workdir),
+                     "does not exist")
     corrupt = workdir / "corrupt.pt"
     corrupt.write_bytes(b"PK\x03\x04 not a real checkpoint")
-    assert_bad_input(run_cli(["sample", f"ckpt={corrupt}"], workdir), "corrupt or incomplete")
+    assert_bad_input(run_in_process(["sample", f"ckpt={corrupt}"], capsys, workdir),
+                     "corrupt or incomplete")
 
 
 def test_help_lists_commands(workdir):
@@ -79,10 +89,11 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def test_fresh_run_never_overwrites_a_checkpoint(workdir):
+def test_fresh_run_never_overwrites_a_checkpoint(workdir, capsys):
     assert run_cli(["train", *TINY, "hydra.run.dir=run"], workdir).returncode == 0
     before = (workdir / "run/checkpoints/last.pt").read_bytes()
-    result = run_cli(["train", *TINY, "trainer.max_steps=2", "hydra.run.dir=run"], workdir)
+    result = run_in_process(["train", *TINY, "trainer.max_steps=2", "hydra.run.dir=run"], capsys,
+                            workdir)
     assert_bad_input(result, "already holds a checkpoint", "resume=run")
     assert (workdir / "run/checkpoints/last.pt").read_bytes() == before
 

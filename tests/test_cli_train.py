@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -24,20 +25,34 @@ def _check_run_dir(run, steps: int) -> None:
     assert "step 1/" in (run / "train.log").read_text()
 
 
-@pytest.mark.parametrize("loss", LOSSES)
-def test_train_every_loss_logs_scalars_and_images(workdir, loss):
-    result = run_cli(["train", *TINY, f"loss={loss}", "model.d_steps=2", "hydra.run.dir=run"],
-                     workdir)
+@pytest.fixture(scope="module")
+def loss_sweep(tmp_path_factory):
+    """One sweep over every loss (one process, job i: LOSSES[i]), two D steps per G step, the
+    same seed: loss -> run dir."""
+    root = tmp_path_factory.mktemp("losses")
+    result = run_cli(["train", "-m", *TINY, f"loss={','.join(LOSSES)}", "model.d_steps=2",
+                      f"hydra.sweep.dir={root / 'sweep'}"], root)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Warning" not in result.stderr and "warn(" not in result.stderr, result.stderr
-    run = workdir / "run"
+    return {loss: root / "sweep" / str(i) for i, loss in enumerate(LOSSES)}
+
+
+def _first_step(run) -> dict[str, float]:
+    """The scalars of step 1; D/real, D/fake and loss/D come from one forward pass of D (the
+    last D step's, before its update)."""
+    events = read_events(run / "tb")
+    return {tag: events.Scalars(tag)[0].value for tag in events.Tags()["scalars"]}
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_train_every_loss_logs_scalars_and_images(loss_sweep, loss):
+    run = loss_sweep[loss]
     _check_run_dir(run, steps=4)
     events = read_events(run / "tb")
     scalars = set(events.Tags()["scalars"])
     expected = {"loss/D", "loss/G", "D/real", "D/fake", "grad_norm/D", "grad_norm/G"}
-    if loss == "wgan_gp":
-        expected.add("loss/gp")
     assert expected <= scalars, scalars
+    assert ("loss/gp" in scalars) == (loss == "wgan_gp")  # the penalty: wgan_gp's alone
     assert [e.step for e in events.Scalars("loss/G")] == [1, 2, 3, 4]
     assert all(np.isfinite(e.value) for e in events.Scalars("loss/D"))
     images = events.Images("samples")
@@ -47,14 +62,57 @@ def test_train_every_loss_logs_scalars_and_images(workdir, loss):
     assert f"name: {loss}" in text  # the resolved config as text
     assert "_hparams_/experiment" in events.PluginTagToContent("hparams")
 
+    # what only this loss gives: D's loss from the scores logged beside it (their batch
+    # means; a mean of a convex loss is at least the loss of the mean), the sign of G's loss
+    first = _first_step(run)
+    real, fake, d_loss, g_loss = (first[k] for k in ("D/real", "D/fake", "loss/D", "loss/G"))
+    if loss in ("minimax", "nonsaturating"):  # D's probabilities, binary cross-entropy
+        assert 0 < real < 1 and 0 < fake < 1
+        assert d_loss >= -math.log(real) - math.log(1 - fake) - 1e-5
+        # G: -log D(G(z)) > 0, or minimax's log(1 - D(G(z))) < 0
+        assert (g_loss > 0) == (loss == "nonsaturating"), g_loss
+    elif loss == "lsgan":  # 1/2 (D(x) - 1)^2 + 1/2 D(G(z))^2; G: 1/2 (D(G(z)) - 1)^2
+        assert d_loss >= 0.5 * (real - 1) ** 2 + 0.5 * fake**2 - 1e-5 and g_loss >= 0
+    elif loss == "hinge":  # relu(1 - D(x)) + relu(1 + D(G(z))): not the critic's linear loss
+        assert d_loss >= 2 - real + fake - 1e-5 > fake - real
+    else:  # the critic's linear loss, exactly
+        assert d_loss == pytest.approx(fake - real, abs=1e-5)
+        assert first.get("loss/gp", 1.0) > 0
+    # wgan clips every critic weight to [-0.01, 0.01] after each step; the others do not
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["family"]["D"]
+    largest = max(t.abs().max().item() for k, t in state.items() if "running_" not in k
+                  and t.is_floating_point())  # BatchNorm's statistics are no weights
+    assert (largest <= 0.01) == (loss == "wgan"), largest
+
+
+def test_the_losses_train_d_differently_from_the_same_start(loss_sweep):
+    """The same seed, data and networks: minimax and nonsaturating share D's objective (the
+    same first step) and differ in G's; every other loss gives D other numbers."""
+    first = {loss: _first_step(run) for loss, run in loss_sweep.items()}
+    shared = ("D/real", "D/fake", "loss/D")
+    assert [first["minimax"][k] for k in shared] == [first["nonsaturating"][k] for k in shared]
+    assert first["minimax"]["loss/G"] != first["nonsaturating"]["loss/G"]
+    d_losses = [first[loss]["loss/D"] for loss in LOSSES if loss != "minimax"]
+    assert len(set(d_losses)) == len(d_losses), dict(zip(LOSSES[1:], d_losses, strict=True))
+
 
 def test_lecture_mlp_gan_with_flipped_labels(workdir):
     result = run_cli(["train", *TINY, "model=mlp_gan", "loss=minimax", "model.real_label=0",
                       "model.fake_label=1", "hydra.run.dir=run"], workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     _check_run_dir(workdir / "run", steps=4)
-    cfg = (workdir / "run" / ".hydra" / "config.yaml").read_text()
-    assert "real_label: 0.0" in cfg and "fake_label: 1.0" in cfg
+    events = read_events(workdir / "run" / "tb")
+    real, fake, d_loss = ([e.value for e in events.Scalars(tag)] for tag in
+                          ("D/real", "D/fake", "loss/D"))
+    # step 1's D loss is the cross-entropy against the flipped targets (real 0, fake 1) of the
+    # probabilities logged beside it (nearly constant over the batch: the mean's loss is
+    # within 1e-3), not against the usual ones (0.007 away)
+    flipped = -math.log(1 - real[0]) - math.log(fake[0])
+    usual = -math.log(real[0]) - math.log(1 - fake[0])
+    assert d_loss[0] == pytest.approx(flipped, abs=1e-3)
+    assert abs(d_loss[0] - usual) > 3e-3
+    # and D learns them: from its first update on it scores the fakes above the real images
+    assert all(f > r for r, f in zip(real[1:], fake[1:], strict=True)), (real, fake)
 
 
 def test_toy_ring_records_mode_metrics(workdir):
@@ -70,7 +128,8 @@ def test_toy_ring_records_mode_metrics(workdir):
     from ganlab.metrics.toy import mode_metrics
 
     family = ganlab.load_checkpoint(run)
-    z = family.sample_noise(500, torch.Generator().manual_seed(family.eval_seed))
+    # the sample metrics' own seed: trainer.seed + 2 (metrics/samples.SampleMetrics)
+    z = family.sample_noise(500, torch.Generator().manual_seed(family.config.trainer.seed + 2))
     expected = mode_metrics(family.generate(z), torch.tensor(family.spec.modes),
                             family.spec.mode_std, 0.2)
     for key, value in expected.items():

@@ -24,13 +24,7 @@ from ganlab.models.cyclegan import (
     unet_generator,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def count(module: nn.Module, kind: type) -> int:

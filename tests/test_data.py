@@ -8,11 +8,11 @@ from __future__ import annotations
 import gzip
 import logging
 import math
-import struct
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_idx  # tests/test_quality.py imports it from here too
 from omegaconf import OmegaConf
 
 from ganlab.config import ImageDatasetConfig, Source, SyntheticDatasetConfig, ToyDatasetConfig
@@ -29,18 +29,6 @@ MNIST_FILES = [
 ]
 
 
-
-
-def write_idx(raw: Path, split: str, images: torch.Tensor, labels: torch.Tensor) -> None:
-    """gzip'ed IDX files as distributed: magic 2051 / 2049 and big-endian dims, then bytes."""
-    n, h, w = images.shape
-    header = struct.pack(">IIII", 2051, n, h, w)
-    (raw / f"{split}-images-idx3-ubyte.gz").write_bytes(
-        gzip.compress(header + images.numpy().tobytes())
-    )
-    (raw / f"{split}-labels-idx1-ubyte.gz").write_bytes(
-        gzip.compress(struct.pack(">II", 2049, n) + labels.to(torch.uint8).numpy().tobytes())
-    )
 
 
 def fake_raw(

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_bad_input, run_cli
+import torch.distributed as dist
+from conftest import assert_bad_input, run_cli, run_in_process
 from torch import nn
 
 from ganlab.amp import Amp
@@ -108,19 +109,11 @@ def test_a_two_process_run_resumes_in_one(ddp_run):
     assert saved["step"] == 8 and saved["world_size"] == 1
 
 
-def test_a_sweep_under_torchrun_is_refused(tmp_path):
-    env_keys = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
-    old = {k: os.environ.get(k) for k in env_keys}
-    os.environ.update(env_keys)
-    try:
-        result = run_cli(["train", "-m", "dataset=ring", "model=mlp_gan",
-                          "loss=nonsaturating,lsgan"], tmp_path)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k)
-            else:
-                os.environ[k] = v
+def test_a_sweep_under_torchrun_is_refused(tmp_path, monkeypatch, capsys):
+    for key, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(key, value)  # as torchrun starts it: refused before joining a group
+    result = run_in_process(["train", "-m", "dataset=ring", "model=mlp_gan",
+                             "loss=nonsaturating,lsgan"], capsys, tmp_path)
     assert_bad_input(result, "a sweep (-m) cannot run under torchrun")
 
 
@@ -162,24 +155,40 @@ def test_the_data_position_is_global_so_another_world_size_continues_it():
     assert seen(one, 4) == seen(batches(), 10)[6:10]
 
 
-class CountingReplicas:
-    def __init__(self) -> None:
-        self.averaged = 0
+def test_gradients_are_averaged_once_per_step_even_when_read_first(monkeypatch):
+    """Replica 0 of two, the other's gradient played by a stand-in all_reduce: the step applies
+    the mean of the two gradients (a sum would apply twice that), and reduces them once per
+    step although the grad norm reads them before the step."""
+    from ganlab import distributed
 
-    def average_gradients(self, optimizer) -> None:
-        self.averaged += 1
-
-
-def test_gradients_are_averaged_once_per_step_even_when_read_first():
     net = nn.Linear(2, 1)
+    # the other replica's gradients, flattened as ganlab coalesces them (weight, then bias)
+    other = {"weight": torch.tensor([[1.0, -3.0]]), "bias": torch.tensor([5.0])}
+    reduced = []
+
+    def all_reduce(flat, op=dist.ReduceOp.SUM, **kwargs):  # what gloo does, for two replicas
+        reduced.append(op)
+        flat.add_(torch.cat([other["weight"].flatten(), other["bias"]]))
+        if op == dist.ReduceOp.AVG:
+            flat.div_(2)
+        else:
+            assert op == dist.ReduceOp.SUM, op
+
+    monkeypatch.setattr(distributed.dist, "all_reduce", all_reduce)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    replicas = CountingReplicas()
-    amp = Amp("32", "cpu", replicas=replicas)
-    for _ in range(2):
-        amp.backward(net(torch.ones(1, 2)).sum())
+    amp = Amp("32", "cpu", replicas=fake_replicas(0, 2))
+    for step in range(2):
+        before = {k: p.detach().clone() for k, p in net.named_parameters()}
+        opt.zero_grad()
+        amp.backward(net(torch.full((1, 2), 2.0)).sum())  # own: weight [2, 2], bias 1
+        mean = {k: (p.grad + other[k]) / 2 for k, p in net.named_parameters()}
         amp.unscale(opt)  # a grad norm reads the averaged gradient
+        for k, p in net.named_parameters():
+            assert torch.equal(p.grad, mean[k]), (step, k, p.grad, mean[k])
         amp.step(opt)
-    assert replicas.averaged == 2
+        for k, p in net.named_parameters():
+            torch.testing.assert_close(p.detach(), before[k] - 0.1 * mean[k])
+        assert len(reduced) == step + 1  # once per step
 
 
 def test_a_single_process_averages_nothing_and_broadcasts_nothing():

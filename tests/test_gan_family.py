@@ -4,53 +4,30 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_config
+from conftest import batch, gan_family
 
-from ganlab.config import SyntheticDatasetConfig
-from ganlab.data.base import DataSpec
 from ganlab.errors import UserError
-from ganlab.families.gan import DcganConfig, GanFamily, MlpGanConfig
-
-SPEC = DataSpec("synthetic", "image", (1, 28, 28), num_classes=10)
-
-
-def family(loss="nonsaturating", model=None, **gan) -> GanFamily:
-    cfg = make_config(dataset=SyntheticDatasetConfig(),
-                                      model=model or MlpGanConfig())
-    cfg.loss.name = loss
-    if loss == "wgan":
-        cfg.loss.clip_value = 0.01
-    if loss == "wgan_gp":
-        cfg.loss.gp_weight = 10.0
-    cfg.model.update(gan)
-    cfg.log.n_samples = 4
-    torch.manual_seed(0)
-    return GanFamily(cfg, SPEC, torch.device("cpu"))
-
-
-def batch(n=8, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g), None
+from ganlab.families.gan import DcganConfig
 
 
 def test_discriminator_targets_smoothing_flipping_and_noise():
-    t = family(label_smoothing=0.1)._d_targets(4)
+    t = gan_family(label_smoothing=0.1)._d_targets(4)
     assert (t.real, t.fake) == (pytest.approx(0.9), 0.0)  # one-sided: fakes stay at 0
-    t = family(real_label=0.0, fake_label=1.0, label_smoothing=0.1)._d_targets(4)
+    t = gan_family(real_label=0.0, fake_label=1.0, label_smoothing=0.1)._d_targets(4)
     assert (t.real, t.fake) == (pytest.approx(0.1), 1.0)  # the lecture's flipped labels
     torch.manual_seed(0)
-    t = family(label_noise=0.25)._d_targets(20_000)
+    t = gan_family(label_noise=0.25)._d_targets(20_000)
     assert float((t.real == 0.0).float().mean()) == pytest.approx(0.25, abs=0.02)
     assert float((t.fake == 1.0).float().mean()) == pytest.approx(0.25, abs=0.02)
 
 
 def test_label_options_rejected_for_losses_without_labels():
     with pytest.raises(UserError, match="loss=wgan"):
-        family("wgan", label_noise=0.1)
+        gan_family(loss="wgan", label_noise=0.1)
 
 
 def test_train_step_consumes_d_steps_batches_and_updates_both_nets():
-    f = family(d_steps=3)
+    f = gan_family(d_steps=3)
     assert f.batches_per_step == 3
     g_before = [p.clone() for p in f.G.parameters()]
     d_before = [p.clone() for p in f.D.parameters()]
@@ -65,17 +42,17 @@ def test_train_step_consumes_d_steps_batches_and_updates_both_nets():
 
 
 def test_wgan_clips_critic_weights_and_gp_is_reported():
-    f = family("wgan")
+    f = gan_family(loss="wgan")
     f.train_step([batch(seed=i) for i in range(5)])
     assert max(float(p.detach().abs().max()) for p in f.D.parameters()) <= 0.01 + 1e-9
-    f = family("wgan_gp", model=DcganConfig(g_features=8, d_features=8))
+    f = gan_family(loss="wgan_gp", model=DcganConfig(g_features=8, d_features=8))
     out = f.train_step([batch(seed=i) for i in range(5)])
     assert float(out["loss/gp"]) >= 0
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in f.D.modules())
 
 
 def test_visuals_and_evaluation_leave_the_global_rng_alone():
-    f = family()
+    f = gan_family()
     state = torch.get_rng_state()
     grid = f.visuals()["samples"]
     assert grid.dtype == torch.uint8 and grid.shape == (3, 2 * 30 + 2, 2 * 30 + 2)  # 2x2 of 28 px

@@ -4,34 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY, assert_bad_input, make_config, run_cli
+from conftest import TINY, assert_bad_input, batch, build_family, gan_family, run_cli
 from torch import nn
 
-from ganlab.config import SyntheticDatasetConfig
 from ganlab.data.base import DataSpec
 from ganlab.errors import UserError
-from ganlab.families.gan import CganConfig, DcganConfig, GanFamily, MlpGanConfig, ema_update
+from ganlab.families.gan import CganConfig, DcganConfig, ema_update
 from ganlab.models.base import MinibatchStd
 
 SPEC = DataSpec("synthetic", "image", (1, 28, 28), num_classes=10)
 TWO = DataSpec("two", "image", (1, 28, 28), num_classes=2)
-
-
-def family(model=None, spec=SPEC, **gan) -> GanFamily:
-    cfg = make_config(dataset=SyntheticDatasetConfig(),
-                                      model=model or MlpGanConfig())
-    cfg.model.update(gan)
-    cfg.log.n_samples = 4
-    torch.manual_seed(0)
-    fam = GanFamily(cfg, spec, torch.device("cpu"))
-    fam.run_length = 100
-    return fam
-
-
-def batch(n=8, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g)
-    return x, torch.randint(0, 10, (n,), generator=g)
 
 
 # --- minibatch standard deviation ------------------------------------------------------------
@@ -62,12 +44,12 @@ def test_minibatch_std_tells_a_collapsed_batch_from_a_diverse_one():
 
 
 def test_minibatch_std_and_dropout_options_build_into_the_discriminators():
-    dc = family(DcganConfig(g_features=8, d_features=8), minibatch_std=True, d_dropout=0.3)
+    dc = gan_family(DcganConfig(g_features=8, d_features=8), minibatch_std=True, d_dropout=0.3)
     assert sum(isinstance(m, MinibatchStd) for m in dc.D.modules()) == 1
     assert dc.D.net[-1].in_channels == 16 + 1  # one extra plane before the scoring conv
     assert all(m.p == pytest.approx(0.3) for m in dc.D.modules()
                if isinstance(m, (nn.Dropout, nn.Dropout2d)))
-    mlp = family(minibatch_std=True)
+    mlp = gan_family(minibatch_std=True)
     assert mlp.D.net[-1].in_features == 100 + 1
     assert mlp.train_step(batch())["loss/D"].isfinite()
 
@@ -76,7 +58,7 @@ def test_minibatch_std_and_dropout_options_build_into_the_discriminators():
 
 
 def test_spectral_norm_bounds_every_discriminator_layer():
-    fam = family(DcganConfig(g_features=8, d_features=8), spectral_norm=True)
+    fam = gan_family(DcganConfig(g_features=8, d_features=8), spectral_norm=True)
     layers = [m for m in fam.D.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert layers and all(hasattr(m, "parametrizations") for m in layers)
     x = torch.rand(4, 1, 28, 28) * 2 - 1
@@ -87,7 +69,7 @@ def test_spectral_norm_bounds_every_discriminator_layer():
     for m in layers:
         sigma = torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2)
         assert sigma == pytest.approx(1.0, abs=0.05)
-    plain = family(DcganConfig(g_features=8, d_features=8))
+    plain = gan_family(DcganConfig(g_features=8, d_features=8))
     assert not any(hasattr(m, "parametrizations") for m in plain.D.modules())
 
 
@@ -106,7 +88,7 @@ def test_ema_update_rule():
 
 
 def test_ema_generator_is_averaged_used_for_samples_and_saved():
-    fam = family(ema=0.9)
+    fam = gan_family(ema=0.9)
     before = [p.clone() for p in fam.G_ema.parameters()]
     fam.train_step(batch())
     for old, avg, cur in zip(before, fam.G_ema.parameters(), fam.G.parameters(), strict=True):
@@ -117,19 +99,19 @@ def test_ema_generator_is_averaged_used_for_samples_and_saved():
         assert not torch.allclose(fam.generate(z), fam.G.eval()(z))
     state = fam.state_dict()
     assert "G_ema" in state
-    again = family(ema=0.9)
+    again = gan_family(ema=0.9)
     again.load_state_dict(state)
     assert all(torch.equal(a, b) for a, b in zip(again.G_ema.parameters(),
                                                  fam.G_ema.parameters(), strict=True))
     with pytest.raises(KeyError, match=r"without model\.ema"):
-        again.load_state_dict(family().state_dict())
+        again.load_state_dict(gan_family().state_dict())
 
 
 # --- history and instance noise --------------------------------------------------------------
 
 
 def test_history_pool_feeds_the_discriminator_and_is_checkpointed():
-    fam = family(history=20)
+    fam = gan_family(history=20)
     seen, asked, given = [], [], []
     forward, query = fam.D.forward, fam.history.query
     fam.D.forward = lambda x: (seen.append(x.detach().clone()), forward(x))[1]
@@ -142,13 +124,13 @@ def test_history_pool_feeds_the_discriminator_and_is_checkpointed():
     assert not torch.equal(asked[-1], given[-1])
     state = fam.state_dict()
     assert state["history"]["images"].shape == (20, 1, 28, 28)
-    restored = family(history=20)
+    restored = gan_family(history=20)
     restored.load_state_dict(state)
     assert torch.equal(restored.history.images, fam.history.images)
 
 
 def test_instance_noise_anneals_to_zero_and_reaches_every_d_input():
-    fam = family(instance_noise=0.5)
+    fam = gan_family(instance_noise=0.5)
     assert fam._noise_std() == pytest.approx(0.5)
     fam.updates = 50
     assert fam._noise_std() == pytest.approx(0.25)
@@ -182,7 +164,7 @@ def two_class_batch(n: int, g: torch.Generator):
 def test_cgan_produces_the_requested_class(conditioning, one_thread):
     model = CganConfig(g_features=16, d_features=8, latent_dim=16, embed_dim=8,
                        conditioning=conditioning)
-    fam = family(model, spec=TWO)
+    fam = gan_family(model, spec=TWO)
     g = torch.Generator().manual_seed(0)
     for _ in range(300):
         fam.train_step(two_class_batch(32, g))
@@ -195,12 +177,9 @@ def test_cgan_produces_the_requested_class(conditioning, one_thread):
 
 
 def test_cgan_grid_has_one_row_per_class_with_shared_noise():
-    fam = family(CganConfig(g_features=8, d_features=8), spec=SPEC)  # 10 classes, 4 samples
+    fam = gan_family(CganConfig(g_features=8, d_features=8), spec=SPEC)  # 10 classes, 4 samples
     assert fam.fixed_labels.tolist() == list(range(10))  # max(1, 4 // 10) = 1 column
-    cfg = make_config(dataset=SyntheticDatasetConfig(),
-                                      model=CganConfig(g_features=8, d_features=8))
-    cfg.log.n_samples = 30
-    wide = GanFamily(cfg, SPEC, torch.device("cpu"))
+    wide = build_family(CganConfig(g_features=8, d_features=8), **{"log.n_samples": 30})
     assert wide.fixed_labels.tolist() == [c for c in range(10) for _ in range(3)]
     assert torch.equal(wide.fixed_z[:3], wide.fixed_z[3:6])  # every row: the same 3 noises
     grid = wide.visuals()["samples"]
@@ -208,18 +187,13 @@ def test_cgan_grid_has_one_row_per_class_with_shared_noise():
 
 
 def test_cgan_with_the_gradient_penalty_and_refusals():
-    from ganlab.losses import LossConfig
-
-    cfg = make_config(dataset=SyntheticDatasetConfig(),
-                                      model=CganConfig(g_features=8, d_features=8),
-                                      loss=LossConfig(name="wgan_gp", gp_weight=10.0))
-    fam = GanFamily(cfg, SPEC, torch.device("cpu"))
+    fam = gan_family(CganConfig(g_features=8, d_features=8), loss="wgan_gp")
     out = fam.train_step(batch(8))
     assert out["loss/gp"].isfinite() and out["loss/gp"] > 0
     with pytest.raises(UserError, match="needs a labelled dataset"):
-        family(CganConfig(), spec=DataSpec("faces", "image", (3, 64, 64)))
+        gan_family(CganConfig(), spec=DataSpec("faces", "image", (3, 64, 64)))
     with pytest.raises(UserError, match="does not combine with the class-conditional"):
-        family(CganConfig(g_features=8, d_features=8), history=10)
+        gan_family(CganConfig(g_features=8, d_features=8), history=10)
 
 
 def test_cgan_on_toy_points_exits_2(workdir):

@@ -1,4 +1,5 @@
-"""The loop on its own (with a stand-in family), and resume / interrupt through the CLI."""
+"""The loop on its own (with a stand-in family), and interrupts through the CLI (every model's
+resume: tests/test_resume.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import signal
 
 import pytest
 import torch
-from conftest import TINY, log_shows, run_cli, signal_training, tiny_loop
+from conftest import TINY, log_shows, signal_training, tiny_loop
 
 from ganlab import checkpoint
 from ganlab.errors import UserError
@@ -54,28 +55,6 @@ def test_epochs_set_the_number_of_steps(tmp_path):
     family = CountingFamily()
     result = _loop(tmp_path, family, epochs=3).run()  # 16 examples / batch 4 = 4 steps per epoch
     assert result["step"] == 12 and family.steps == 12
-
-
-def test_resume_is_bit_exact(workdir):
-    """2N steps in one go and N + resume + N give identical weights and optimizer state."""
-    common = [*TINY, "trainer.ckpt_every=100", "model.label_noise=0.1", "model.d_dropout=0.2"]
-    assert run_cli(["train", *common, "trainer.max_steps=6", "hydra.run.dir=full"],
-                   workdir).returncode == 0
-    assert run_cli(["train", *common, "trainer.max_steps=3", "hydra.run.dir=half"],
-                   workdir).returncode == 0
-    # resume takes the run's own overrides; only the new budget is given
-    result = run_cli(["train", "resume=half", "trainer.max_steps=6"], workdir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    full = torch.load(workdir / "full/checkpoints/last.pt", weights_only=True)
-    resumed = torch.load(workdir / "half/checkpoints/last.pt", weights_only=True)
-    assert resumed["step"] == full["step"] == 6
-    for net in ("G", "D"):
-        for name, tensor in full["family"][net].items():
-            assert torch.equal(tensor, resumed["family"][net][name]), (net, name)
-    exp_avg = full["family"]["opt_g"]["state"][0]["exp_avg"]
-    assert torch.equal(exp_avg, resumed["family"]["opt_g"]["state"][0]["exp_avg"])
-    # the resumed run continued in its own run dir, with the same model config
-    assert "d_dropout: 0.2" in (workdir / "half/.hydra/config.yaml").read_text()
 
 
 def test_sigint_saves_a_checkpoint_and_exits_130(workdir):

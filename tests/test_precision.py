@@ -4,35 +4,21 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY, assert_bad_input, make_config, run_cli
-from omegaconf import OmegaConf
+from conftest import TINY, assert_bad_input, batch, build_family, run_cli, run_in_process
 
 from ganlab.amp import Amp
-from ganlab.config import Red2BlueDatasetConfig, SyntheticDatasetConfig
+from ganlab.config import Red2BlueDatasetConfig
 from ganlab.data.base import DataSpec
-from ganlab.families import FAMILIES
 from ganlab.families.autoencoder import VaeConfig
 from ganlab.families.classifier import LenetConfig
 from ganlab.families.cyclegan import CycleganConfig
 from ganlab.families.gan import DcganConfig
-from ganlab.losses import LossConfig, gradient_penalty
-
-IMAGES = DataSpec("synthetic", "image", (1, 28, 28), num_classes=10)
+from ganlab.losses import gradient_penalty
 
 
-def batch(n=8):
-    g = torch.Generator().manual_seed(0)
-    return (torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g),
-            torch.randint(0, 10, (n,), generator=g))
-
-
-def build(model, family: str, spec=IMAGES, dataset=None, **cfg_updates):
-    cfg = make_config(dataset=dataset or SyntheticDatasetConfig(), model=model)
-    for key, value in cfg_updates.items():
-        OmegaConf.update(cfg, key, value)
-    cfg.log.n_samples = 4
-    torch.manual_seed(0)
-    fam = FAMILIES.get(family)(cfg, spec, torch.device("cpu"))
+def build(model, spec=None, dataset=None, **settings):
+    """build_family under bf16, over 10 steps."""
+    fam = build_family(model, spec, dataset, **settings)
     fam.run_length = 10
     fam.amp = Amp("bf16", "cpu")
     return fam
@@ -48,18 +34,17 @@ def step_under_bf16(fam, data) -> dict:
 @pytest.mark.parametrize("case", ["gan", "gan_gp", "classifier", "vae", "cyclegan"])
 def test_one_bf16_step_of_every_family_trains_fp32_weights(case, one_thread):
     if case == "gan":
-        fam = build(DcganConfig(g_features=8, d_features=8), "gan")
+        fam = build(DcganConfig(g_features=8, d_features=8))
     elif case == "gan_gp":
-        fam = build(DcganConfig(g_features=8, d_features=8), "gan",
-                    **{"loss": LossConfig(name="wgan_gp", gp_weight=10.0)})
+        fam = build(DcganConfig(g_features=8, d_features=8),
+                    **{"loss.name": "wgan_gp", "loss.gp_weight": 10.0})
     elif case == "classifier":
-        fam = build(LenetConfig(name="lenet", channels=[4, 8], hidden=[16]), "classifier")
+        fam = build(LenetConfig(name="lenet", channels=[4, 8], hidden=[16]))
     elif case == "vae":
-        fam = build(VaeConfig(), "vae")
+        fam = build(VaeConfig())
     else:
         spec = DataSpec("red2blue", "unpaired", (3, 32, 32))
-        fam = build(CycleganConfig(), "cyclegan", spec=spec,
-                    dataset=Red2BlueDatasetConfig(),
+        fam = build(CycleganConfig(), spec, Red2BlueDatasetConfig(),
                     **{"model.g_features": 8, "model.d_features": 8})
     nets = [m for m in vars(fam).values() if isinstance(m, torch.nn.Module)]
     before = [p.detach().clone() for m in nets for p in m.parameters()]
@@ -112,6 +97,11 @@ def test_fp16_scales_the_loss_and_skips_a_step_whose_gradients_overflow():
     assert amp.scaler.get_scale() < scale  # and the scale backed off
 
 
+def test_an_unknown_precision_is_refused(workdir, capsys):
+    assert_bad_input(run_in_process(["train", *TINY, "trainer.precision=8"], capsys, workdir),
+                     "trainer.precision=8 is not one of: 32, bf16, 16")
+
+
 def test_bf16_run_end_to_end_and_its_checkpoint_resumes_in_fp32(workdir):
     result = run_cli(["train", *TINY, "model=dcgan", "model.g_features=8", "model.d_features=8",
                       "trainer.precision=bf16", "hydra.run.dir=run"], workdir)
@@ -122,5 +112,3 @@ def test_bf16_run_end_to_end_and_its_checkpoint_resumes_in_fp32(workdir):
     again = run_cli(["train", "resume=run", "trainer.precision=32", "trainer.max_steps=6"],
                     workdir)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert_bad_input(run_cli(["train", *TINY, "trainer.precision=8"], workdir),
-                     "trainer.precision")

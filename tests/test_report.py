@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import pytest
+from conftest import make_job
 
 from ganlab import report
 from ganlab.errors import UserError
@@ -25,16 +25,7 @@ def log_line(level: str, message: str) -> str:
     return f"[2026-01-01 12:00:00,000][ganlab][{level}] - {message}\n"
 
 
-def make_job(sweep: Path, num: int, overrides: list[str], metrics: dict | None,
-             log: str = "") -> Path:
-    job = sweep / str(num)
-    (job / ".hydra").mkdir(parents=True)
-    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    (job / ".hydra" / "config.yaml").write_text("trainer:\n  max_steps: 100\n")
-    (job / "train.log").write_text(log_line("INFO", "data: mnist") + log)
-    if metrics is not None:
-        (job / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    return job
+DATA = log_line("INFO", "data: mnist")  # the first line of every job's train.log here
 
 
 @pytest.fixture
@@ -58,7 +49,7 @@ def sweep(tmp_path: Path) -> Path:
             metrics = None
             log = log_line("ERROR", f"error: {ERROR}")
             log += log_line("ERROR", f"error: {ERROR}; the sweep goes on")
-        make_job(root, num, overrides, metrics, log)
+        make_job(root, num, overrides, metrics, DATA + log)
     return root
 
 
@@ -137,9 +128,10 @@ def test_out_dir_and_direction_of_a_max_metric(tmp_path, capsys):
     """The primary metric comes from the first run that has one; modes_covered: more is
     better, so the default order is descending."""
     sweep = tmp_path / "sweep"
-    make_job(sweep, 0, ["loss=hinge"], None, log_line("ERROR", "error: data missing"))
+    make_job(sweep, 0, ["loss=hinge"], None, DATA + log_line("ERROR", "error: data missing"))
     for num, modes in ((1, 5), (2, 8), (3, 6)):
-        make_job(sweep, num, ["loss=lsgan", f"trainer.seed={num}"], {"modes_covered": modes})
+        make_job(sweep, num, ["loss=lsgan", f"trainer.seed={num}"], {"modes_covered": modes},
+                 DATA)
     out_dir = tmp_path / "reports" / "toy"
     report.main([str(sweep), f"out={out_dir}"])
     out = capsys.readouterr().out

@@ -1,14 +1,108 @@
-"""resume=auto (preempted cluster jobs) and the stored config compared on resume."""
+"""Every model resumes bit-exactly; resume=auto (preempted cluster jobs) and the stored config
+compared on resume."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 
+import pytest
 import torch
-from conftest import TINY, assert_bad_input, log_shows, run_cli, signal_training
+from conftest import (
+    TINY,
+    assert_bad_input,
+    assert_states_equal,
+    log_shows,
+    run_cli,
+    signal_training,
+    train_in_process,
+)
 
+from ganlab.config import CONF_DIR
 from ganlab.loop import config_changes
+
+# --- every model, straight through or stopped halfway and resumed ----------------------------
+
+MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))  # ganlab's own, no plugins
+
+STEPS = 6  # saved, sampled and evaluated halfway: where a stopped run resumes from
+RUN = ["log.every=1", "log.n_samples=4", f"log.sample_every={STEPS // 2}", "log.progress=false",
+       f"trainer.max_steps={STEPS}", f"trainer.ckpt_every={STEPS // 2}",
+       f"eval.every={STEPS // 2}", "eval.n_samples=16", "device=cpu"]
+# 40 random 28-px images in batches of 8: reshuffled after the halfway point (step 5)
+SYNTHETIC = ["dataset=synthetic", "dataset.n_samples=40", "trainer.batch_size=8"]
+
+# what makes each model of conf/model/ tiny (and gives it data it takes); every model needs a
+# row: a new model fails test_every_model_resumes_bit_exactly until it has one
+TINY_MODELS = {
+    "ae": [*SYNTHETIC, "model.hidden=[16]", "model.latent_dim=4"],
+    "vae": [*SYNTHETIC, "model.hidden=[16]", "model.latent_dim=4"],
+    "conv_vae": [*SYNTHETIC, "dataset.image_size=32", "dataset.channels=3", "model.features=4",
+                 "model.latent_dim=8"],
+    "dcgan": [*SYNTHETIC, "model.g_features=4", "model.d_features=4", "model.latent_dim=8"],
+    "cgan": [*SYNTHETIC, "model.g_features=4", "model.d_features=4", "model.latent_dim=8",
+             "model.embed_dim=4"],
+    "mlp_gan": [*SYNTHETIC, "model.g_hidden=[16]", "model.d_hidden=[16]", "model.latent_dim=8"],
+    "progan": [*SYNTHETIC, "dataset.image_size=8", "model.max_features=8", "model.min_features=4",
+               "model.latent_dim=8"],
+    "softmax": SYNTHETIC,
+    "mlp": [*SYNTHETIC, "model.hidden=[16]"],
+    "lenet": [*SYNTHETIC, "model.channels=[2,4]", "model.hidden=[8]", "model.eval_steps=2"],
+    "cyclegan": ["dataset=red2blue", "dataset.n_samples=8", "dataset.n_test=4",
+                 "dataset.image_size=16", "trainer.batch_size=2", "model.g_features=2",
+                 "model.d_features=4", "model.d_layers=2"],
+}
+# beside every model with its defaults: the options that keep state or draw random numbers
+VARIANTS = {
+    "dcgan+tools": ("dcgan", ["model.history=4", "model.instance_noise=0.1", "model.ema=0.9",
+                              "model.label_noise=0.1", "model.d_dropout=0.2"]),
+    "dcgan+fp16": ("dcgan", ["trainer.precision=16"]),  # the loss scale: state["amp"]
+    "lenet+fgsm": ("lenet", ["defense=fgsm"]),
+    # mixup draws from the global RNG, PGD's evaluation from a generator of its own
+    "lenet+mixup+pgd": ("lenet", ["defense=mixup", "model.eval_attack=pgd"]),
+}
+CASES = {**{name: (name, []) for name in MODELS}, **VARIANTS}
+
+
+def _metrics(run) -> dict:
+    """metrics.json without the speeds (they differ from run to run)."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    return {k: v for k, v in metrics.items() if "per_second" not in k}
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_model_resumes_bit_exactly(case, tmp_path):
+    """A run straight through, and the same run stopped at its halfway checkpoint (what a
+    preempted job leaves) then resumed, end in the same state: networks, optimizers, the
+    family's extra state (EMA, image pools, fixed noise, schedules), the loss scale, the data
+    order and every RNG. Stopping with trainer.max_steps=STEPS/2 instead would be another run
+    where a schedule follows the run's length (CycleGAN's lr decay, ProGAN's growth, instance
+    noise)."""
+    model, extra = CASES[case]
+    assert model in TINY_MODELS, f"model={model} has no row in TINY_MODELS (tests/test_resume.py)"
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train_in_process([f"model={model}", *TINY_MODELS[model], *extra, *RUN,
+                      f"hydra.run.dir={straight}"], tmp_path)
+    # the run dir as it was when stopped halfway: its halfway checkpoint is last.pt
+    shutil.copytree(straight, split)
+    saves = split / "checkpoints"
+    (saves / f"step_{STEPS}.pt").unlink()
+    (saves / f"step_{STEPS // 2}.pt").replace(saves / "last.pt")
+    train_in_process([f"resume={split}"], tmp_path)  # the run's own settings, from its checkpoint
+
+    a, b = (torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+            for run in (straight, split))
+    assert b["step"] == STEPS
+    assert a.pop("config") == {**b.pop("config"), "resume": None}  # same settings, same budget
+    assert_states_equal(a, b)
+    assert _metrics(straight) == _metrics(split)  # the last logged numbers and evaluation
+
+
+def test_every_model_has_tiny_settings_and_no_stale_ones():
+    assert set(TINY_MODELS) == set(MODELS) and len(MODELS) >= 11
 
 
 def weights(run_dir):
@@ -27,9 +121,12 @@ def test_resume_auto_starts_fresh_then_continues_its_own_run_dir(workdir):
     straight = run_cli(["train", *TINY, "trainer.ckpt_every=100", "trainer.max_steps=6",
                         "hydra.run.dir=straight"], workdir)
     assert straight.returncode == 0
-    (step_a, g_a), (step_b, g_b) = weights(workdir / "job"), weights(workdir / "straight")
-    assert step_a == step_b == 6
-    assert all(torch.equal(g_a[k], g_b[k]) for k in g_a)
+    resumed, whole = (torch.load(workdir / run / "checkpoints" / "last.pt", weights_only=True)
+                      for run in ("job", "straight"))
+    assert resumed["step"] == whole["step"] == 6
+    for state in (resumed, whole):
+        del state["config"], state["overrides"]  # one of them says resume=auto
+    assert_states_equal(resumed, whole)  # a new process continued it: every state restored
 
 
 def test_resume_auto_after_a_preemption_signal(workdir):

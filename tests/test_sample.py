@@ -5,6 +5,7 @@ one test trains a tiny DCGAN and runs the real CLI."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -191,9 +192,33 @@ def test_arithmetic_without_jitter_repeats_the_result(monkeypatch):
     ("[[0,1,2,3,4,5,6,7,8,9],[1],[2]]", 16, 11),  # the longest group sets the width
 ])
 def test_arithmetic_figure_size(monkeypatch, tmp_path, groups, n, columns):
-    run_main(monkeypatch, LinearFamily(), f"n={n}", f"arithmetic={groups}",
+    family = LinearFamily()
+    run_main(monkeypatch, family, f"n={n}", f"arithmetic={groups}",
              f"out={tmp_path / 'a.png'}")
     assert Image.open(tmp_path / "a.png").size == (columns * CELL + 2, 4 * CELL + 2)
+    # the z beside it: the grid's batch (seed 0), and A - B + C of its group means
+    saved, chosen = np.load(tmp_path / "a.npz"), json.loads(groups)
+    z = grid_z(n, 0)
+    assert np.array_equal(saved["z"], z.numpy())
+    means = [z[g].mean(0) for g in chosen]
+    assert np.allclose(saved["result"], (means[0] - means[1] + means[2]).numpy(), atol=1e-6)
+    # the cells: each group's samples, white up to G(mean) in the last column; the variations,
+    # all different, then G(A - B + C)
+    figure = gray(tmp_path / "a.png")
+
+    def shown(v: torch.Tensor) -> np.ndarray:
+        return family.to_uint8(family.image(v[None]))[0, 0].numpy()
+
+    for row, group in enumerate(chosen):
+        for col, index in enumerate(group):
+            assert np.array_equal(cell(figure, row, col), shown(z[index])), (row, col)
+        assert all((cell(figure, row, col) == 255).all() for col in range(len(group), columns - 1))
+        assert np.array_equal(cell(figure, row, columns - 1), shown(means[row]))
+    result = cell(figure, 3, columns - 1)
+    assert np.array_equal(result, shown(torch.from_numpy(saved["result"])))
+    variations = [cell(figure, 3, col) for col in range(8)]  # 8 by default, then white
+    assert len({v.tobytes() for v in [*variations, result]}) == 9
+    assert all((cell(figure, 3, col) == 255).all() for col in range(8, columns - 1))
 
 
 @pytest.mark.parametrize(("groups", "fragment"), [
@@ -309,14 +334,38 @@ def test_cli_arithmetic_and_slerp_on_a_trained_dcgan(workdir: Path):
     assert result.returncode == 0, result.stderr[-3000:]
     # 4 rows; 9 columns: 8 variations (the default) + the G(mean) / G(A - B + C) column
     assert Image.open(workdir / "a.png").size == (9 * 30 + 2, 4 * 30 + 2)
-    assert np.load(workdir / "a.npz")["variations"].shape == (8, 100)
+    import ganlab
+
+    family = ganlab.load_checkpoint(workdir / "run")
+    saved, groups = np.load(workdir / "a.npz"), [[0, 1], [2], [3, 4]]
+    z = family.sample_noise(8, torch.Generator().manual_seed(3)).cpu()  # the grid's (n=8, seed=3)
+    assert np.array_equal(saved["z"], z.numpy())
+    means = torch.stack([z[g].mean(0) for g in groups])
+    assert np.allclose(saved["means"], means.numpy(), atol=1e-6)
+    want = means[0] - means[1] + means[2]
+    assert np.allclose(saved["result"], want.numpy(), atol=1e-6)
+    jitter = saved["variations"] - saved["result"]
+    assert saved["variations"].shape == (8, 100) and 0 < np.abs(jitter).max() <= 0.25 + 1e-6
+    # the figure shows G of them: samples, G(mean) in the last column, G(A - B + C) below
+    figure = gray(workdir / "a.png").astype(int)
+
+    def shown(v: torch.Tensor) -> np.ndarray:
+        return family.to_uint8(family.generate(v[None]))[0, 0].numpy().astype(int)
+
+    for row, group in enumerate(groups):
+        for col, index in enumerate(group):
+            assert np.abs(cell(figure, row, col, 28) - shown(z[index])).max() <= 1  # rounding
+        assert (cell(figure, row, len(group), 28) == 255).all()
+        assert np.abs(cell(figure, row, 8, 28) - shown(means[row])).max() <= 1
+    result_cell = cell(figure, 3, 8, 28)
+    assert np.abs(result_cell - shown(want)).max() <= 1
+    for col, v in enumerate(torch.from_numpy(saved["variations"])):
+        assert np.abs(cell(figure, 3, col, 28) - shown(v)).max() <= 1
+    assert np.abs(cell(figure, 0, 0, 28) - cell(figure, 0, 1, 28)).max() > 2  # z 0 vs z 1
 
     result = run_cli(["sample", "ckpt=run", "n=2", "steps=4", "interpolate=slerp", "out=s.npz"],
                      workdir)
     assert result.returncode == 0, result.stderr[-3000:]
-    import ganlab
-
-    family = ganlab.load_checkpoint(workdir / "run")
     g = torch.Generator().manual_seed(0)
     a, b = family.sample_noise(2, g), family.sample_noise(2, g)
     want = family.to_uint8(family.generate(sample.interpolation_noise(a, b, 4, True)))

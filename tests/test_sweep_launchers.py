@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY, run_cli
+from conftest import TINY, make_job, run_cli
 from hydra.core.utils import JobReturn, JobStatus
 
 from ganlab import report
@@ -178,30 +178,22 @@ def test_submitit_local_preemption_saves_requeues_and_resume_auto_continues(work
 
 # in-process: the callback and the summary without a launcher
 
-def make_job(sweep: Path, name: str, overrides: list[str], log: str,
-             finished: bool = False) -> Path:
-    job = sweep / name
-    (job / ".hydra").mkdir(parents=True)
-    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    (job / "train.log").write_text(log)
-    if finished:
-        (job / "metrics.json").write_text('{"step": 2}')
-    return job
+FINISHED = {"step": 2}  # a job's metrics.json: it finished
 
 
 def test_sweep_failures_reads_each_jobs_train_log(tmp_path):
     line = "[2026-01-01 12:00:00,000][ganlab][ERROR] - error: {}\n"
-    make_job(tmp_path, "0", ["loss=hinge", "resume=auto"], line.format("data missing"))
-    make_job(tmp_path, "1", ["loss=lsgan"], "", finished=True)
-    make_job(tmp_path, "2", ["loss=wgan"], "")  # killed: no metrics, no error line
-    old = make_job(tmp_path, "3", ["loss=minimax"], line.format("an earlier sweep's"))
+    make_job(tmp_path, 0, ["loss=hinge", "resume=auto"], None, line.format("data missing"))
+    make_job(tmp_path, 1, ["loss=lsgan"], FINISHED)
+    make_job(tmp_path, 2, ["loss=wgan"])  # killed: no metrics, no error line
+    old = make_job(tmp_path, 3, ["loss=minimax"], None, line.format("an earlier sweep's"))
     stamp = (old / ".hydra" / "overrides.yaml").stat().st_mtime
     failures = sweep_failures(tmp_path, before={str(old): stamp})
     assert failures == ["job 0 (loss=hinge): data missing",
                         "job 2 (loss=wgan): no metrics.json and no error line in its train.log "
                         "(killed?)"]
     # a metrics.json older than the job's overrides.yaml is an earlier run's
-    stale = make_job(tmp_path, "4", ["loss=hinge"], line.format("diverged"), finished=True)
+    stale = make_job(tmp_path, 4, ["loss=hinge"], FINISHED, line.format("diverged"))
     later = time.time() + 10
     os.utime(stale / ".hydra" / "overrides.yaml", (later, later))
     assert sweep_failures(tmp_path)[-1] == "job 4 (loss=hinge): diverged"

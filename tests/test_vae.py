@@ -8,10 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, assert_bad_input, read_events, run_cli, run_in_process
-from hydra import compose, initialize_config_dir
+from conftest import TINY, assert_bad_input, compose_cfg, read_events, run_cli, run_in_process
 
-from ganlab.config import CONF_DIR
 from ganlab.data import build_dataset
 from ganlab.families.autoencoder import (
     VaeFamily,
@@ -19,11 +17,6 @@ from ganlab.families.autoencoder import (
     gaussian_kl,
     gaussian_nll,
 )
-
-
-def _cfg(*overrides: str):
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 def test_kl_closed_form_matches_monte_carlo():
@@ -51,7 +44,7 @@ def test_likelihoods_on_hand_made_cases():
 
 
 def test_vae_has_the_pytorch_examples_shape():
-    cfg = _cfg("model=vae", "dataset=synthetic")
+    cfg = compose_cfg("model=vae", "dataset=synthetic")
     from ganlab.data.base import DataSpec
 
     family = VaeFamily(cfg, DataSpec("mnist", "image", (1, 28, 28), 10), torch.device("cpu"))
@@ -67,7 +60,7 @@ def test_vae_has_the_pytorch_examples_shape():
 def test_conv_vae_shapes(size, channels):
     from ganlab.data.base import DataSpec
 
-    cfg = _cfg("model=conv_vae", "dataset=synthetic")
+    cfg = compose_cfg("model=conv_vae", "dataset=synthetic")
     spec = DataSpec("s", "image", (channels, size, size), 0)
     family = VaeFamily(cfg, spec, torch.device("cpu"))
     x = torch.rand(2, channels, size, size)
@@ -80,7 +73,7 @@ def test_conv_vae_shapes(size, channels):
 def test_vae_training_lowers_the_heldout_elbo():
     """A real drop on real digits: from about 784 log 2 = 543 nats towards 200."""
     torch.manual_seed(0)
-    cfg = _cfg("model=vae", "dataset.source=bundled", "eval.n_samples=500")
+    cfg = compose_cfg("model=vae", "dataset.source=bundled", "eval.n_samples=500")
     data = build_dataset(cfg.dataset, "unused", 0, heldout=True)
     family = VaeFamily(cfg, data.spec, torch.device("cpu"))
     family.use_heldout(data.heldout)
@@ -161,12 +154,12 @@ def test_latent_grid_has_rows_of_alphas(digits_vae):
 
 
 def test_latent_and_vae_bad_input(digits_vae, workdir, capsys):
-    unknown = run_cli(["latent", f"ckpt={digits_vae}", "attribute=Smiling", "out=x.png"],
-                      workdir)
+    unknown = run_in_process(["latent", f"ckpt={digits_vae}", "attribute=Smiling", "out=x.png"],
+                             capsys, workdir)
     assert_bad_input(unknown, "unknown attribute 'Smiling'", "0, 1, 2")
     gan = workdir / "gan"
     assert run_cli(["train", *TINY, f"hydra.run.dir={gan}"], workdir).returncode == 0
-    assert_bad_input(run_cli(["latent", f"ckpt={gan}", "attribute=1"], workdir),
+    assert_bad_input(run_in_process(["latent", f"ckpt={gan}", "attribute=1"], capsys, workdir),
                      "needs an autoencoder or VAE")
     for args, fragment in [
         (["model=ae", "model.beta=4"], "model.beta is not a setting of model=ae"),
@@ -183,7 +176,7 @@ def test_latent_and_vae_bad_input(digits_vae, workdir, capsys):
     assert not (workdir / "bad" / "checkpoints").exists()
 
 
-def test_conv_vae_on_a_fake_celeba_and_attribute_arithmetic(workdir):
+def test_conv_vae_on_a_fake_celeba_and_attribute_arithmetic(workdir, capsys):
     from test_celeba import fake_celeba
 
     fake_celeba(workdir / "data")  # 12 faces in torchvision's layout, 40 attributes
@@ -202,5 +195,6 @@ def test_conv_vae_on_a_fake_celeba_and_attribute_arithmetic(workdir):
     from PIL import Image
 
     assert Image.open(out).size == (4 * 34 + 2, 2 * 34 + 2)  # 32-px tiles, 2-px padding
-    unknown = run_cli(["latent", "ckpt=run", "attribute=Smilling", "out=x.png"], workdir)
+    unknown = run_in_process(["latent", "ckpt=run", "attribute=Smilling", "out=x.png"], capsys,
+                             workdir)
     assert_bad_input(unknown, "unknown attribute 'Smilling'", "Smiling", "Young")
