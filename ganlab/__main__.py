@@ -18,6 +18,9 @@ commands:
            [interpolate=linear|slerp steps=K] [numbers=true] [label=K (cgan)]
            [arithmetic=[[A indices],[B indices],[C indices]]] (z of A - B + C)
   eval     every metric that applies, on a trained run: run=PATH [ckpt=last|best] [n_samples=N]
+  fid      FID/KID/precision-recall/IS between two sets: python -m ganlab fid A B, each a
+           folder, a samples .npz, a run dir or NAME:train|test [metrics=fid,kid,prdc,is]
+           [n=N] [save_stats=FILE.npz] [ref_stats=FILE.npz] [out=FILE.json]
   report   one table for a sweep: python -m ganlab report outputs/multirun/<date>/<time>
   latent   latent arithmetic with a VAE: ckpt=PATH attribute=NAME [alpha=1.5] out=FILE.png
   translate  apply a trained CycleGAN to images: ckpt=PATH input=DIR|FILE out=DIR
@@ -75,6 +78,7 @@ def _failed_text(failed: list[str], sweep_dir: Path | None) -> str:
 COMMANDS = {
     "sample": "ganlab.sample",
     "eval": "ganlab.evaluate",
+    "fid": "ganlab.fid",
     "report": "ganlab.report",
     "latent": "ganlab.latent",
     "attack": "ganlab.attack",

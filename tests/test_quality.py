@@ -101,7 +101,8 @@ def test_dcgan_logs_classifier_space_metrics(gan_run):
 
 
 def test_eval_command_reuses_the_cache_and_writes_json(gan_run):
-    result = run_cli(["eval", f"run={gan_run}", "ckpt=best", "n_samples=600"], gan_run.parent)
+    result = run_cli(["eval", f"run={gan_run}", "ckpt=best", "n_samples=600", "inception=off"],
+                     gan_run.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "training the reference classifier" not in result.stderr + result.stdout
     assert "600 samples: about" in result.stdout
@@ -127,7 +128,8 @@ def test_eval_bad_input(gan_run, workdir, capsys):
     assert run_cli(["train", *TINY, f"hydra.run.dir={plain}"], workdir).returncode == 0
     assert_bad_input(run_in_process(["eval", f"run={plain}", "ckpt=best"], capsys),
                      "kept no best checkpoint")
-    assert_bad_input(run_in_process(["eval", f"run={plain}"], capsys), "no metric applies")
+    assert_bad_input(run_in_process(["eval", f"run={plain}", "inception=off"], capsys),
+                     "no metric applies")
 
 
 def test_inception_weights_absent_offline_is_a_clear_error(tmp_path, monkeypatch):
@@ -135,6 +137,7 @@ def test_inception_weights_absent_offline_is_a_clear_error(tmp_path, monkeypatch
     from ganlab.metrics import inception
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(inception, "fid_helper_weights", lambda: None)  # no [fid] extra
     assert inception.weights_path(None, download=False) is None  # auto: skipped, no error
 
     def offline(path):
@@ -145,7 +148,7 @@ def test_inception_weights_absent_offline_is_a_clear_error(tmp_path, monkeypatch
         inception.weights_path(None, download=True)
     message = str(err.value)
     assert inception.WEIGHTS_FILE in message and str(tmp_path / "hub" / "checkpoints") in message
-    assert "eval.inception_weights=PATH" in message
+    assert "eval.inception_weights=PATH" in message and "[fid] extra" in message
     with pytest.raises(UserError, match="does not exist"):
         inception.weights_path(str(tmp_path / "missing.pth"), download=False)
 
@@ -166,10 +169,12 @@ class FakeInception(torch.nn.Module):
 
     calls: ClassVar[list[tuple[int, ...]]] = []
 
-    def __init__(self, name, features_list, feature_extractor_weights_path):
+    def __init__(self, name, features_list, feature_extractor_weights_path, antialias):
         super().__init__()
         assert features_list == ["2048"] and feature_extractor_weights_path.endswith(".pth")
+        assert antialias is False  # torch-fidelity's resize, not torchmetrics' default
         self.proj = torch.nn.Linear(3, 2048)
+        self.fc = torch.nn.Linear(2048, 1008)  # a head: the Inception Score is measured
 
     def forward(self, x):
         assert x.dtype == torch.uint8 and x.shape[1] == 3
@@ -194,7 +199,9 @@ def test_inception_space_plumbing(tmp_path, monkeypatch):
     same = space.measure(gray)
     assert same["fid"] == pytest.approx(0, abs=1e-6)
     brighter = space.measure((gray.int() // 2 + 128).to(torch.uint8))
-    assert brighter["fid"] > 1e-3 and brighter["kid"] > same["kid"]
+    assert brighter["fid"] > 1e-3 and brighter["kid_mean"] > same["kid_mean"]
+    assert same["precision"] == same["recall"] == same["coverage"] == 1.0
+    assert same["is_mean"] >= 1.0
     assert same["inception_real_images"] == 250 and same["inception_fake_images"] == 250
     assert same["inception_reference_split"] == "real test split"
     # the real features were cached: a second space reads them without the network's help

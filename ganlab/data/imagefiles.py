@@ -111,8 +111,8 @@ def write_cache(path: Path, blob: dict[str, Any], what: str) -> None:
     except (OSError, RuntimeError) as e:  # read-only data folder, full disk
         with contextlib.suppress(OSError):
             tmp.unlink()
-        log.warning("%s: could not write the cache %s (%s); the images will be decoded "
-                    "again next time", what, path, e)
+        log.warning("%s: could not write the cache %s (%s); it is built again next time",
+                    what, path, e)
 
 
 def read_cache(path: Path, what: str, check) -> dict[str, Any] | None:

@@ -42,6 +42,16 @@ def inception_weights(cfg_eval) -> Path | None:
     return path
 
 
+def draw_images(family: Sampler, n: int, seed: int) -> torch.Tensor:
+    """n samples as uint8 images (like the real images and the saved samples), drawn from a
+    generator of their own seeded with `seed` (the global RNG is left alone), on the family's
+    device; a conditional family draws its classes in turn."""
+    z = family.sample_noise(n, torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return torch.cat([family.to_uint8(family.generate(z[i : i + CHUNK]))
+                          for i in range(0, len(z), CHUNK)])
+
+
 def uses_classifier(cfg_eval, cfg_dataset) -> bool:
     """Classifier-space metrics: on the digit datasets, or with eval.classifier given."""
     from ganlab.metrics.reference import REFERENCE_DATASETS
@@ -85,14 +95,12 @@ class SampleMetrics:
         """Not under no_grad: the first call may train the reference classifier."""
         if not isinstance(family, Sampler) or not self.applies():
             return {}
-        generator = torch.Generator().manual_seed(self.seed)
-        z = family.sample_noise(self.n_samples, generator)
-        with torch.no_grad():
-            if self.spec.kind == "points":
+        if self.spec.kind == "points":
+            generator = torch.Generator().manual_seed(self.seed)
+            z = family.sample_noise(self.n_samples, generator)
+            with torch.no_grad():
                 return self._modes(family.generate(z).float().cpu())
-            # as uint8, like the real images and the saved samples
-            fakes = torch.cat([family.to_uint8(family.generate(z[i : i + CHUNK]))
-                               for i in range(0, len(z), CHUNK)])
+        fakes = draw_images(family, self.n_samples, self.seed)
         metrics: dict = {}
         if self.classifier:
             metrics.update(self._classifier().measure(fakes, self.progress))
