@@ -1,5 +1,6 @@
-"""Quality metrics: mode coverage (toys), classifier-space and Inception FID/KID (images),
-robust accuracy (classifiers). Sample metrics (metrics/samples.py) measure any family that
+"""Quality metrics: mode coverage (toys), classifier-space and Inception FID/KID, precision/
+recall/density/coverage and Inception Score (images), translation FID (CycleGAN), robust
+accuracy (classifiers). Sample metrics (metrics/samples.py) measure any family that
 draws samples; a family's own evaluate() reports what only it can (held-out ELBO, robust
 accuracy, cycle error). The loop and `report` rank runs by them."""
 
@@ -8,6 +9,7 @@ accuracy, cycle error). The loop and `report` rank runs by them."""
 PRIMARY_METRICS: tuple[tuple[str, str], ...] = (
     ("heldout_neg_elbo", "min"),  # VAEs (their samples' FIDs are reported beside it)
     ("heldout_recon", "min"),  # autoencoders
+    ("fid_translation", "min"),  # translation models: mean Inception FID of both directions
     ("fid", "min"),  # Inception FID (generators, when the Inception weights are present)
     ("classifier_fid", "min"),  # FID in the reference classifier's feature space (digits)
     ("modes_covered", "max"),  # GANs on the 2-D toys

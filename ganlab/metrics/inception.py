@@ -30,7 +30,7 @@ import torch
 
 from ganlab.data.base import InMemoryDataset
 from ganlab.errors import UserError
-from ganlab.metrics.compare import FeatureSet, compare
+from ganlab.metrics.compare import PRDC_K, FeatureSet, compare
 
 log = logging.getLogger("ganlab")
 
@@ -220,9 +220,9 @@ class InceptionSpace:
     feature space: fid, kid_mean/kid_std, precision/recall/density/coverage and (with the
     head) the Inception Score is_mean/is_std."""
 
-    def __init__(self, weights: Path, real: InMemoryDataset, device: torch.device,
+    def __init__(self, net: InceptionNet, real: InMemoryDataset,
                  cache_dir: Path | None = None) -> None:
-        self.net = InceptionNet(weights, device)
+        self.net = net
         self.real_source, self.n_real = real.source, len(real)
         self.real = self._real_features(real, cache_dir)
 
@@ -251,7 +251,12 @@ class InceptionSpace:
                 progress: Callable[[Iterable], Iterable] = iter) -> dict:
         """fakes: uint8 images. Numbers, then what they were measured with."""
         fake = self.net.embed(fakes, progress)
-        wanted = {"fid", "kid", "prdc"} | ({"is"} if self.net.has_head else set())
+        wanted = {"fid", "kid"} | ({"is"} if self.net.has_head else set())
+        if min(len(fakes), self.n_real) > PRDC_K:  # k-NN balls need k + 1 points
+            wanted.add("prdc")
+        else:
+            log.warning("precision/recall/density/coverage need more than %d images per set "
+                        "(%d generated, %d real): left out", PRDC_K, len(fakes), self.n_real)
         metrics: dict = compare(fake, self.real, wanted)
         metrics["inception_backbone"] = self.net.description
         metrics["inception_real_images"] = self.n_real
