@@ -18,6 +18,9 @@ commands:
            [interpolate=linear|slerp steps=K] [numbers=true] [label=K (cgan)]
            [arithmetic=[[A indices],[B indices],[C indices]]] (z of A - B + C)
   eval     every metric that applies, on a trained run: run=PATH [ckpt=last|best] [n_samples=N]
+  reference  build (or show the cached) reference classifier of the digit metrics:
+           dataset=mnist|fashion_mnist [dataset.source=auto|full|bundled] [data_dir=DIR]
+           [device=cpu] [steps=N] [force=true]; prints its held-out accuracy, time and path
   fid      FID/KID/precision-recall/IS between two sets: python -m ganlab fid A B, each a
            folder, a samples .npz, a run dir or NAME:train|test [metrics=fid,kid,prdc,is]
            [n=N] [save_stats=FILE.npz] [ref_stats=FILE.npz] [out=FILE.json]
@@ -78,6 +81,7 @@ def _failed_text(failed: list[str], sweep_dir: Path | None) -> str:
 COMMANDS = {
     "sample": "ganlab.sample",
     "eval": "ganlab.evaluate",
+    "reference": "ganlab.reference_command",
     "fid": "ganlab.fid",
     "report": "ganlab.report",
     "latent": "ganlab.latent",

@@ -246,13 +246,39 @@ def migrate_overrides(overrides: list[str], family: str) -> list[str]:
     return result
 
 
+# keys ganlab no longer reads, dropped from stored configs and command lines: eval.reference_steps
+# (the reference classifier is built once per dataset now: `python -m ganlab reference steps=N`)
+RETIRED_KEYS = ("eval.reference_steps",)
+
+
+def drop_retired(config: dict) -> dict:
+    """A stored config without RETIRED_KEYS (a copy when there were any)."""
+    present = [key for key in RETIRED_KEYS
+               if key.split(".")[-1] in (config.get(key.split(".")[0]) or {})]
+    if not present:
+        return config
+    config = copy.deepcopy(config)
+    for key in present:
+        section, name = key.split(".")
+        del config[section][name]
+    return config
+
+
+def is_retired(override: str) -> bool:
+    return override.split("=", 1)[0].lstrip("+~") in RETIRED_KEYS
+
+
 def migrate(state: dict[str, Any]) -> dict[str, Any]:
     """A loaded checkpoint's config and overrides in today's layout (a no-op for new ones)."""
     config = state.get("config")
     if isinstance(config, dict) and is_old_layout(config):
         state["overrides"] = migrate_overrides(list(state.get("overrides", [])),
                                                config["model"]["family"])
-        state["config"] = migrate_config(config)
+        state["config"] = config = migrate_config(config)
+    if isinstance(config, dict):
+        state["config"] = drop_retired(config)
+    if any(isinstance(o, str) and is_retired(o) for o in state.get("overrides", [])):
+        state["overrides"] = [o for o in state["overrides"] if not is_retired(o)]
     return state
 
 

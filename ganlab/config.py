@@ -245,11 +245,13 @@ class EvalConfig:
     # toys: a mode counts when it holds this share of 1/K of samples
     mode_min_share: float = ranged(0.2, "[0, inf)")
     # digit datasets (mnist, fashion_mnist): class coverage, class KL, confidence and FID in
-    # the feature space of a reference classifier, trained once by ganlab and cached in data_dir
+    # the feature space of a reference classifier, built once per dataset and source at its
+    # native size (`python -m ganlab reference`, or before a run trains) and cached in data_dir
     classifier_metrics: bool = True
     classifier: str | None = None  # a classifier checkpoint to use instead of the reference
-    # training steps of the reference classifier (batch 128)
-    reference_steps: int = ranged(600, "[1, inf)")
+    # the classifier's held-out accuracy must reach this, or its metrics are left out (with
+    # one warning): numbers measured with a poor classifier mean little
+    reference_min_accuracy: float = ranged(0.9, "[0, 1]")
     # any image dataset: FID and KID with the standard Inception network (torchmetrics /
     # torch-fidelity weights). Off in training by default: on a CPU it costs minutes per 10k
     inception: Inception = Inception.off

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ganlab import checkpoint
 from ganlab.commandline import parse_options
 from ganlab.errors import UserError
-from ganlab.families.capabilities import Sampler
+from ganlab.families.capabilities import Sampler, Translator
 from ganlab.metrics.samples import SampleMetrics, wants_heldout
 from ganlab.runtime import flush_denormals
 
@@ -41,6 +41,8 @@ class EvalCommandConfig:
 
 def parse(args: list[str]) -> EvalCommandConfig:
     cfg = parse_options(EvalCommandConfig, args, "eval")
+    # key=value parsing reads a bare on/off as YAML 1.1 booleans
+    cfg.inception = {"True": "on", "False": "off"}.get(cfg.inception, cfg.inception)
     if cfg.ckpt not in ("last", "best"):
         raise UserError(f"eval: ckpt must be last or best, got {cfg.ckpt!r}")
     if cfg.inception not in ("auto", "on", "off"):
@@ -82,8 +84,18 @@ def main(args: list[str]) -> None:
                              train_cfg.trainer.seed, heldout=True)
         heldout = data.heldout.to(device)
         family.use_heldout(heldout)
+    if cfg.data_dir:  # the reference classifier and the caches live in data_dir too
+        from omegaconf import OmegaConf
+
+        train_cfg = OmegaConf.merge(train_cfg, {"data_dir": cfg.data_dir})
     samples = (SampleMetrics(train_cfg, family.spec, heldout, device)
-               if isinstance(family, Sampler) else None)
+               if isinstance(family, (Sampler, Translator)) else None)
+    if samples is not None:  # the reference classifier: loaded, or built and announced, first
+        import logging
+        import sys
+
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+        samples.prepare()
 
     def evaluate(count: int) -> dict:
         family.eval_samples = count  # a family's own held-out metrics

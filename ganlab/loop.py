@@ -235,16 +235,20 @@ class Loop:
         raise UserError(f"non-finite loss at step {int(self._first_bad)} ({', '.join(names)}; "
                         f"at step {self.step}: {values}){kept}")
 
-    def _visuals_and_metrics(self, logger: RunLogger) -> dict[str, float]:
+    def _visuals_and_metrics(self, logger: RunLogger, visuals: bool = True,
+                             measure: bool = True) -> dict[str, float]:
+        """Sample grids (log.sample_every) and the metrics (eval.every, and at the end): the
+        metrics can cost minutes, so a sample grid alone does not measure."""
         self.family.eval()
         # whatever a family's measuring draws (building a reference network, say), training
         # continues with the RNG states it had: the trajectory does not depend on eval cadence
         cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         try:
             with torch.random.fork_rng(devices=cuda):
-                logger.images(self.family.visuals(), self.step)
-                metrics = self.family.evaluate()
-                if self.sample_metrics is not None:
+                if visuals:
+                    logger.images(self.family.visuals(), self.step)
+                metrics = self.family.evaluate() if measure else {}
+                if measure and self.sample_metrics is not None:
                     metrics.update(self.sample_metrics.measure(self.family))
         finally:
             self.family.train()
@@ -293,7 +297,7 @@ class Loop:
         self.family.train()
         last_losses: dict[str, float] = {}
         metrics: dict[str, float] = {}
-        visualised = -1  # the step of the latest visuals/metrics
+        visualised = measured = -1  # the steps of the latest visuals and metrics
         # redirected to a file (a cluster log), the bar redraws rarely instead of 10 times a second
         bar = tqdm(total=self.max_steps, initial=self.step,
                    disable=not (cfg.log.progress and main),
@@ -333,8 +337,10 @@ class Loop:
                     if at("log.sample_every") or at("eval.every"):
                         self._check_finite(losses)
                         if main:
-                            metrics = self._visuals_and_metrics(logger) or metrics
+                            metrics = self._visuals_and_metrics(
+                                logger, measure=at("eval.every")) or metrics
                         visualised = self.step
+                        measured = self.step if at("eval.every") else measured
                     if at("trainer.ckpt_every") or stopping or saving:
                         self._check_finite(losses)  # never checkpoint a diverged state
                         if main:
@@ -350,8 +356,9 @@ class Loop:
             last_losses = self._read(self.replicas.mean(losses))
             if not main:
                 return {**last_losses, "step": self.step}
-            if visualised != self.step:
-                metrics = self._visuals_and_metrics(logger)
+            if visualised != self.step or measured != self.step:  # the end: both, once
+                metrics = self._visuals_and_metrics(logger, visuals=visualised != self.step,
+                                                    measure=measured != self.step) or metrics
             self.save()
             elapsed = time.perf_counter() - started
             result = {**last_losses, **metrics, "step": self.step,

@@ -18,7 +18,7 @@ from ganlab.data import build_dataset
 from ganlab.distributed import Replicas, sync_batchnorm
 from ganlab.errors import UserError, fail
 from ganlab.families import FAMILIES, check_family_data
-from ganlab.families.capabilities import Sampler
+from ganlab.families.capabilities import Sampler, Translator
 from ganlab.loop import Loop
 from ganlab.metrics.samples import SampleMetrics, wants_heldout
 from ganlab.plugins import discover
@@ -80,7 +80,11 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, flo
                  cfg.trainer.batch_size, replicas.world * cfg.trainer.batch_size)
     # sample-quality metrics (eval.*) for every family that draws samples
     sample_metrics = (SampleMetrics(cfg, data.spec, data.heldout, device)
-                      if isinstance(family, Sampler) else None)
+                      if isinstance(family, (Sampler, Translator)) else None)
+    if sample_metrics is not None and replicas.is_main:  # only the main process measures
+        # before the first step: the reference classifier is loaded, or built with a log line
+        # saying so (its RNG forked: the run's trajectory does not change)
+        sample_metrics.prepare()
     loop = Loop(cfg, family, data, run_dir, overrides, replicas=replicas,
                 sample_metrics=sample_metrics)
     return loop.run(resume=resume_path(cfg.resume, run_dir))

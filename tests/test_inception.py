@@ -240,3 +240,27 @@ def test_fid_command_on_real_inception_features(converted, tmp_path, monkeypatch
                     "metrics=kid,prdc"][1:], capsys)
     assert inception.CONVERTED_FILE in result["network"]
     assert np.isfinite(result["kid_mean"]) and 0 <= result["precision"] <= 1
+
+
+def test_cyclegan_reports_translation_fid_per_direction(tmp_path, monkeypatch):
+    """Translated test images of each domain against the other domain's real test images;
+    their mean FID ranks the run (best.pt)."""
+    from conftest import train_in_process
+
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"x")
+    monkeypatch.setattr(inception, "InceptionNet", TinyNet)
+    run = tmp_path / "run"
+    train_in_process(["model=cyclegan", "dataset=red2blue", "dataset.n_samples=8",
+                      "dataset.n_test=8", "dataset.image_size=16", "trainer.batch_size=2",
+                      "model.g_features=2", "model.d_features=4", "model.d_layers=2",
+                      "trainer.max_steps=2", "eval.every=1", "eval.inception=on",
+                      f"eval.inception_weights={weights}", "log.progress=false",
+                      f"hydra.run.dir={run}"], tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    for direction in ("AtoB", "BtoA"):
+        assert metrics[f"fid_{direction}"] > 0 and f"kid_mean_{direction}" in metrics
+    assert metrics["fid_translation"] == pytest.approx(
+        (metrics["fid_AtoB"] + metrics["fid_BtoA"]) / 2)
+    assert "cycle_l1_A" in metrics  # the family's own metric, beside it
+    assert "best_fid_translation" in metrics and (run / "checkpoints" / "best.pt").is_file()

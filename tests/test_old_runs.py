@@ -120,7 +120,9 @@ def test_an_old_run_resumes_with_the_settings_it_was_trained_with(name, tmp_path
     log = (run / "train.log").read_text()
     assert "resumed from" in log, log[-2000:]
     changed = re.findall(r"resuming with ([\w.]+) changed", log)
-    assert set(changed) <= {"data_dir", "resume", "trainer.max_steps"}, changed
+    # and eval.reference_min_accuracy: added since, so <absent> -> its default (logged as info)
+    assert set(changed) <= {"data_dir", "resume", "trainer.max_steps",
+                            "eval.reference_min_accuracy"}, changed
     resumed = load_checkpoint(run)
     assert resumed.config.model == load_checkpoint(OLD_RUNS / name).config.model
 

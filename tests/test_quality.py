@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import TINY, assert_bad_input, read_events, run_cli, run_in_process
 from test_loop import CountingFamily, _loop
+from test_reference import cheap_reference
 
 from ganlab import checkpoint
 from ganlab.metrics import primary_metric
@@ -67,13 +68,14 @@ def test_best_survives_resume(tmp_path):
 # a DCGAN on the bundled digits with the classifier-space metrics, and a tiny reference
 DIGITS_GAN = ["dataset=mnist", "dataset.source=bundled", "trainer.max_steps=4",
               "trainer.batch_size=16", "log.every=1", "log.sample_every=2", "eval.every=2",
-              "log.n_samples=16", "eval.n_samples=300", "eval.reference_steps=30",
+              "log.n_samples=16", "eval.n_samples=300", "eval.reference_min_accuracy=0",
               "log.progress=false", "device=cpu"]
 
 
 @pytest.fixture(scope="module")
 def gan_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("quality")
+    cheap_reference(root / "data")  # quick and poor: the reference's own tests are elsewhere
     result = run_cli(["train", *DIGITS_GAN, "hydra.run.dir=run"], root)
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "run"
@@ -87,6 +89,7 @@ def test_dcgan_logs_classifier_space_metrics(gan_run):
     assert metrics["classifier_fake_images"] == 300
     assert metrics["classifier_real_images"] == 500  # the 10% kept out of the 5,000
     assert "ganlab reference LeNet" in metrics["classifier_backbone"]
+    assert 0 < metrics["classifier_accuracy"] < 1  # of the quick reference the fixture built
     assert "kept out of training" in metrics["classifier_reference_split"]
     assert metrics["best_step"] in (2, 4)
     events = read_events(gan_run / "tb")
@@ -96,15 +99,15 @@ def test_dcgan_logs_classifier_space_metrics(gan_run):
     assert (gan_run / "checkpoints" / "best.pt").is_file()
     # the reference classifier and the real statistics were cached in data_dir
     cached = sorted(p.name for p in (gan_run.parent / "data" / "ganlab_reference").iterdir())
-    assert any(name.startswith("mnist_28px_4500train") for name in cached), cached
-    assert any(name.startswith("real_stats_") for name in cached), cached
+    assert "mnist_bundled_4500train_28px_lenet16-32-128.pt" in cached, cached
+    assert any(name.startswith("real_features_") for name in cached), cached
 
 
 def test_eval_command_reuses_the_cache_and_writes_json(gan_run):
     result = run_cli(["eval", f"run={gan_run}", "ckpt=best", "n_samples=600", "inception=off"],
                      gan_run.parent)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "training the reference classifier" not in result.stderr + result.stdout
+    assert "building the reference classifier" not in result.stderr + result.stdout
     assert "600 samples: about" in result.stdout
     report = json.loads((gan_run / "eval_best.json").read_text())
     assert report["n_samples"] == 600 and report["classifier_fake_images"] == 600
@@ -186,7 +189,7 @@ def test_inception_space_plumbing(tmp_path, monkeypatch):
     import torchmetrics.image.fid
 
     from ganlab.data.base import DataSpec, InMemoryDataset
-    from ganlab.metrics.inception import InceptionSpace
+    from ganlab.metrics.inception import InceptionNet, InceptionSpace
 
     monkeypatch.setattr(torchmetrics.image.fid, "NoTrainInceptionV3", FakeInception)
     torch.manual_seed(0)
@@ -194,7 +197,8 @@ def test_inception_space_plumbing(tmp_path, monkeypatch):
     real = InMemoryDataset(DataSpec("d", "image", (1, 28, 28)), gray, source="real test split")
     weights = tmp_path / "w.pth"
     weights.touch()
-    space = InceptionSpace(weights, real, torch.device("cpu"), tmp_path / "cache")
+    net = InceptionNet(weights, torch.device("cpu"))
+    space = InceptionSpace(net, real, tmp_path / "cache")
     assert [c[0] for c in FakeInception.calls] == [100, 100, 50]  # batches, 3 channels
     same = space.measure(gray)
     assert same["fid"] == pytest.approx(0, abs=1e-6)
@@ -206,13 +210,14 @@ def test_inception_space_plumbing(tmp_path, monkeypatch):
     assert same["inception_reference_split"] == "real test split"
     # the real features were cached: a second space reads them without the network's help
     FakeInception.calls.clear()
-    InceptionSpace(weights, real, torch.device("cpu"), tmp_path / "cache")
+    InceptionSpace(net, real, tmp_path / "cache")
     assert FakeInception.calls == []
 
 
 def test_measuring_quality_leaves_the_training_trajectory_alone(workdir):
-    """The same GAN run with and without classifier metrics (which train the reference on
-    first use) ends with bit-identical weights: evaluation draws on RNGs of its own."""
+    """The same GAN run with and without classifier metrics (which train the reference
+    before the first step when it is not cached) ends with bit-identical weights: evaluation
+    draws on RNGs of its own."""
     from test_data import write_idx
 
     raw = workdir / "data" / "MNIST" / "raw"

@@ -16,7 +16,7 @@ import torch
 
 from ganlab.config import Inception
 from ganlab.errors import UserError
-from ganlab.families.capabilities import Sampler
+from ganlab.families.capabilities import Sampler, Translator
 
 log = logging.getLogger("ganlab")
 
@@ -79,12 +79,15 @@ class SampleMetrics:
         self.seed = int(cfg.trainer.seed) + 2
         self.n_samples = int(cfg.eval.n_samples)
         self.mode_min_share = float(cfg.eval.mode_min_share)
-        self.weights = inception_weights(cfg.eval) if spec.kind == "image" else None
+        # images: generated ones, or translations between two image domains ("unpaired")
+        self.weights = (inception_weights(cfg.eval) if spec.kind in ("image", "unpaired")
+                        else None)
         self.classifier = spec.kind == "image" and uses_classifier(cfg.eval, cfg.dataset)
         # the `eval` command wraps the chunked work in a progress bar
         self.progress: Callable[[Iterable], Iterable] = iter
         # built on first use: the reference classifier may need training first
         self._classifier_space = self._inception_space = None
+        self._translation_spaces: dict | None = None  # per target domain
 
     def applies(self) -> bool:
         if self.spec.kind == "points":
@@ -93,6 +96,8 @@ class SampleMetrics:
 
     def measure(self, family) -> dict[str, float]:
         """Not under no_grad: the first call may train the reference classifier."""
+        if isinstance(family, Translator) and self.weights is not None:
+            return self._translations(family)
         if not isinstance(family, Sampler) or not self.applies():
             return {}
         if self.spec.kind == "points":
@@ -108,27 +113,70 @@ class SampleMetrics:
             metrics.update(self._inception().measure(fakes, self.progress))
         return metrics
 
+    def _translations(self, family: Translator) -> dict[str, float]:
+        """Inception FID/KID of the translated test images of each domain against the other
+        domain's real test images (up to eval.n_samples per direction), and their mean FID,
+        the run's primary metric."""
+        from ganlab.data.base import InMemoryDataset
+        from ganlab.metrics.inception import InceptionNet, InceptionSpace
+
+        if self._translation_spaces is None:
+            net = InceptionNet(self.weights, self.device)
+            cache = self.data_dir / "ganlab_reference"
+            self._translation_spaces = {
+                target: InceptionSpace(net, InMemoryDataset(self.spec, images,
+                                                            f"{self.heldout.source}: {target}"),
+                                       cache)
+                for target, images in (("B", self.heldout.b), ("A", self.heldout.a))}
+        metrics: dict = {}
+        for direction, source, target in (("AtoB", self.heldout.a, "B"),
+                                          ("BtoA", self.heldout.b, "A")):
+            images = source[: self.n_samples]
+            with torch.no_grad():
+                fakes = torch.cat([family.translate(images[i : i + CHUNK], direction)
+                                   for i in range(0, len(images), CHUNK)])
+            measured = self._translation_spaces[target].measure(fakes, self.progress)
+            metrics[f"fid_{direction}"] = measured["fid"]
+            metrics[f"kid_mean_{direction}"] = measured["kid_mean"]
+            metrics[f"kid_std_{direction}"] = measured["kid_std"]
+            metrics["inception_backbone"] = measured["inception_backbone"]
+        metrics["fid_translation"] = (metrics["fid_AtoB"] + metrics["fid_BtoA"]) / 2
+        return metrics
+
     def _modes(self, points: torch.Tensor) -> dict[str, float]:
         from ganlab.metrics.toy import mode_metrics
 
         return mode_metrics(points, torch.tensor(self.spec.modes), self.spec.mode_std,
                             self.mode_min_share)
 
-    def _classifier(self):
-        if self._classifier_space is None:
-            from ganlab.metrics.reference import ClassifierSpace, load_reference
+    def prepare(self) -> None:
+        """What the metrics need, loaded or built before a run trains (the loop) or before
+        the `eval` command measures: the reference classifier (one log line before it is
+        built: what, about how long, where it is cached), its held-out accuracy checked
+        against eval.reference_min_accuracy (below it: one warning, and no classifier metrics
+        in any evaluation of this run), and the real images' statistics. Idempotent;
+        measure() calls it when nobody did."""
+        if not (self.classifier and self.heldout is not None) or self._classifier_space:
+            return
+        from ganlab.metrics.reference import classifier_space
 
-            reference = load_reference(self.cfg_eval, self.cfg_dataset, self.data_dir,
-                                       self.device)
-            self._classifier_space = ClassifierSpace(reference, self.heldout,
-                                                     self.mode_min_share,
-                                                     self.data_dir / "ganlab_reference")
-        return self._classifier_space
+        self._classifier_space = classifier_space(self.cfg_eval, self.cfg_dataset,
+                                                  self.data_dir, self.heldout,
+                                                  self.mode_min_share, self.device)
+        if self._classifier_space is None:  # refused, with its warning
+            self.classifier = False
+
+    def _classifier(self):
+        from ganlab.metrics.reference import LEFT_OUT
+
+        self.prepare()
+        return self._classifier_space or LEFT_OUT
 
     def _inception(self):
         if self._inception_space is None:
-            from ganlab.metrics.inception import InceptionSpace
+            from ganlab.metrics.inception import InceptionNet, InceptionSpace
 
-            self._inception_space = InceptionSpace(self.weights, self.heldout, self.device,
+            self._inception_space = InceptionSpace(InceptionNet(self.weights, self.device),
+                                                   self.heldout,
                                                    self.data_dir / "ganlab_reference")
         return self._inception_space
