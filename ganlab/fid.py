@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ class FidCommandConfig:
     ref_stats: str | None = None  # B is these saved statistics
     weights: str | None = None  # an Inception weights file (default: found as eval does)
     dataset: dict[str, Any] = field(default_factory=dict)  # keys of a NAME:split set
-    data_dir: str = "data"
+    data_dir: str | None = None  # default: $GANLAB_DATA, else data
     device: str = "cpu"
     out: str | None = None  # also write the JSON here
 
@@ -163,7 +164,8 @@ def _dataset_images(spec: str, cfg: FidCommandConfig) -> torch.Tensor:
         raise UserError(f"{spec}: {str(e).splitlines()[0]}") from e
     if "image_size" not in cfg_dataset:
         raise UserError(f"{spec}: {name} is not an image dataset")
-    data = build_dataset(cfg_dataset, Path(cfg.data_dir), seed=0, heldout=split == "test")
+    data_dir = Path(cfg.data_dir or os.environ.get("GANLAB_DATA") or "data").expanduser()
+    data = build_dataset(cfg_dataset, data_dir, seed=0, heldout=split == "test")
     chosen = data.heldout if split == "test" else data
     x = getattr(chosen, "x", None)
     if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8:

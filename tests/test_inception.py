@@ -264,3 +264,24 @@ def test_cyclegan_reports_translation_fid_per_direction(tmp_path, monkeypatch):
         (metrics["fid_AtoB"] + metrics["fid_BtoA"]) / 2)
     assert "cycle_l1_A" in metrics  # the family's own metric, beside it
     assert "best_fid_translation" in metrics and (run / "checkpoints" / "best.pt").is_file()
+
+
+def test_fid_command_reads_dataset_splits_and_runs(tiny_fid, capsys, monkeypatch):
+    from conftest import train_in_process
+
+    monkeypatch.setenv("GANLAB_DATA", str(tiny_fid / "data"))
+    result = fid_json(["mnist:test", "mnist:train", "dataset.source=bundled", "n=60",
+                       "metrics=kid,prdc"], capsys)
+    assert result["a"]["kind"] == result["b"]["kind"] == "dataset"
+    assert result["a"]["shape"] == [1, 28, 28] and result["b"]["images"] == 60
+    assert result["precision"] > 0.5  # real digits against real digits
+    run = tiny_fid / "run"
+    train_in_process(["model=dcgan", "dataset=synthetic", "dataset.image_size=28",
+                      "dataset.channels=1", "trainer.max_steps=1", "trainer.batch_size=4",
+                      "log.progress=false", f"hydra.run.dir={run}"], tiny_fid)
+    drawn = fid_json([str(run), "mnist:test", "dataset.source=bundled", "n=40", "seed=3",
+                      "metrics=kid"], capsys)
+    assert drawn["a"] == {"source": str(run), "kind": "run", "images": 40, "shape": [1, 28, 28]}
+    again = fid_json([str(run), "mnist:test", "dataset.source=bundled", "n=40", "seed=3",
+                      "metrics=kid"], capsys)
+    assert again["kid_mean"] == drawn["kid_mean"]  # the same seed draws the same samples
