@@ -20,6 +20,7 @@ METRICS = ("fid", "kid", "prdc", "is")
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000  # torch-fidelity's and torchmetrics' defaults
 PRDC_K = 5  # Naeem et al. 2020's default
 IS_SPLITS = 10  # Salimans et al. 2016
+IS_SHUFFLE_SEED = 2020  # torch-fidelity's
 
 
 @dataclass
@@ -104,6 +105,10 @@ def compare(fake: FeatureSet, real: FeatureSet, wanted: set[str], *, k: int = PR
 
         if fake.probs is None:
             raise UserError("the Inception Score needs a network with a classifier head")
-        out["is_mean"], out["is_std"] = inception_score(fake.probs, splits=min(IS_SPLITS,
-                                                                               fake.n))
+        # splits are contiguous: shuffled first with a fixed seed (torch-fidelity's 2020), so
+        # a set ordered by class (a dataset, a conditional model's samples) is not scored as
+        # ten one-class splits (IS 1)
+        order = torch.randperm(fake.n, generator=torch.Generator().manual_seed(IS_SHUFFLE_SEED))
+        out["is_mean"], out["is_std"] = inception_score(fake.probs[order],
+                                                        splits=min(IS_SPLITS, fake.n))
     return out
