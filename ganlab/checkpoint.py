@@ -268,6 +268,24 @@ def is_retired(override: str) -> bool:
     return override.split("=", 1)[0].lstrip("+~") in RETIRED_KEYS
 
 
+# options added with a default that trains differently: a stored config without the key
+# resumes with the behaviour it trained with. (model name, key) -> the old behaviour
+ADDED_OPTIONS = {("cgan", "mismatch"): False}
+
+
+def keep_old_behaviour(config: dict) -> dict:
+    """A stored config with ADDED_OPTIONS it lacks set to their old behaviour (a copy when
+    any were missing)."""
+    model = config.get("model") or {}
+    missing = {key: value for (name, key), value in ADDED_OPTIONS.items()
+               if model.get("name") == name and key not in model}
+    if not missing:
+        return config
+    config = copy.deepcopy(config)
+    config["model"].update(missing)
+    return config
+
+
 def migrate(state: dict[str, Any]) -> dict[str, Any]:
     """A loaded checkpoint's config and overrides in today's layout (a no-op for new ones)."""
     config = state.get("config")
@@ -276,7 +294,7 @@ def migrate(state: dict[str, Any]) -> dict[str, Any]:
                                                config["model"]["family"])
         state["config"] = config = migrate_config(config)
     if isinstance(config, dict):
-        state["config"] = drop_retired(config)
+        state["config"] = keep_old_behaviour(drop_retired(config))
     if any(isinstance(o, str) and is_retired(o) for o in state.get("overrides", [])):
         state["overrides"] = [o for o in state["overrides"] if not is_retired(o)]
     return state

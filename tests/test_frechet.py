@@ -14,6 +14,7 @@ from ganlab.metrics.frechet import (
     feature_stats,
     frechet_distance,
     kernel_inception_distance,
+    label_agreement,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -325,3 +326,20 @@ def test_class_metrics_rejects_bad_input():
         class_metrics(probs, torch.tensor([1.0, -1.0]), 0.2)
     with pytest.raises(ValueError, match="min_share"):
         class_metrics(probs, torch.ones(2), -0.1)
+
+
+def test_label_agreement_per_requested_class_present_in_the_data():
+    # asked for 0, 1, 2, 3 three times each; the classifier says: all 0s right, 1s twice
+    # right, 2s never (they look like 0), 3 is absent from the data (not counted)
+    labels = torch.tensor([0, 1, 2, 3] * 3)
+    predicted = torch.tensor([0, 1, 0, 3, 0, 1, 0, 3, 0, 2, 0, 3])
+    probs = torch.nn.functional.one_hot(predicted, 4).double()
+    out = label_agreement(probs, labels, torch.tensor([5.0, 5.0, 5.0, 0.0]))
+    assert out["label_agreement/0"] == 1.0
+    assert out["label_agreement/1"] == pytest.approx(2 / 3)
+    assert out["label_agreement/2"] == 0.0
+    assert "label_agreement/3" not in out
+    assert out["label_agreement"] == pytest.approx((1 + 2 / 3 + 0) / 3)
+    assert out["label_agreement_min"] == 0.0
+    with pytest.raises(ValueError):
+        label_agreement(probs, labels[:5], torch.ones(4))

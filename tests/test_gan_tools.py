@@ -176,6 +176,37 @@ def test_cgan_produces_the_requested_class(conditioning, one_thread):
         assert images[..., bright].mean() - images[..., dark].mean() > 0.5, (label, conditioning)
 
 
+def test_cgan_d_sees_real_images_with_wrong_labels_as_fakes():
+    """model.mismatch (Reed et al.'s matching-aware D, on by default): D's step scores the
+    real batch with its labels, fakes with random labels, and the real images again with a
+    label that is never their own; the last two make D's fake term, as their mean."""
+    softplus = torch.nn.functional.softplus
+
+    def recorded(fam):
+        calls, forward = [], fam.D.forward
+        fam.D.forward = lambda x, labels: calls.append(
+            (x.detach().clone(), labels.clone(), forward(x, labels))) or calls[-1][2]
+        return calls
+
+    x, y = batch(16)
+    fam = gan_family(CganConfig(g_features=8, d_features=8, latent_dim=8), spec=SPEC)
+    calls = recorded(fam)
+    out = fam.train_step((x, y))
+    (real, real_labels, d_real), (_, _, d_fake), (wrong, wrong_labels, d_wrong) = calls[:3]
+    assert torch.equal(real_labels, y) and torch.equal(wrong, real)
+    assert (wrong_labels != y).all() and len(set(wrong_labels.tolist())) > 1
+    # -log D(x, y) - (log(1 - D(G(z), y')) + log(1 - D(x, wrong))) / 2, averaged
+    expected = softplus(-d_real).mean() + (softplus(d_fake).mean() + softplus(d_wrong).mean()) / 2
+    assert float(out["loss/D"]) == pytest.approx(expected.item(), rel=1e-5)
+    assert float(out["D/wrong_label"]) == pytest.approx(torch.sigmoid(d_wrong).mean().item())
+
+    off = gan_family(CganConfig(g_features=8, d_features=8, latent_dim=8, mismatch=False),
+                     spec=SPEC)
+    calls = recorded(off)
+    out = off.train_step((x, y))
+    assert "D/wrong_label" not in out and len(calls) == 3  # D: real, fake; G: fake
+
+
 def test_cgan_grid_has_one_row_per_class_with_shared_noise():
     fam = gan_family(CganConfig(g_features=8, d_features=8), spec=SPEC)  # 10 classes, 4 samples
     assert fam.fixed_labels.tolist() == list(range(10))  # max(1, 4 // 10) = 1 column

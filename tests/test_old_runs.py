@@ -4,6 +4,7 @@ trained with."""
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 from pathlib import Path
@@ -23,7 +24,8 @@ TRAINED_WITH = {
                     "model.lr_g": 1e-4, "model.lr_d": 2e-4, "loss.name": "nonsaturating"},
     "dcgan_wgan_gp": {"loss.name": "wgan_gp", "loss.gp_weight": 10.0, "model.d_steps": 5,
                       "model.lr_g": 1e-4, "model.betas": [0.0, 0.9]},
-    "cgan": {"model.embed_dim": 4, "model.conditioning": "projection"},
+    # trained before D saw real images with wrong labels (model.mismatch, now on by default)
+    "cgan": {"model.embed_dim": 4, "model.conditioning": "projection", "model.mismatch": False},
     "progan": {"loss.name": "wgan_gp", "model.lr_g": 1e-3, "model.betas": [0.0, 0.99]},
     "vae": {"model.beta": 2.0, "model.lr": 1e-3, "model.hidden": [16]},
     "lenet_fgsm": {"model.lr": 0.01, "defense.name": "fgsm", "defense.eps": 0.3},
@@ -125,6 +127,31 @@ def test_an_old_run_resumes_with_the_settings_it_was_trained_with(name, tmp_path
                             "eval.reference_min_accuracy"}, changed
     resumed = load_checkpoint(run)
     assert resumed.config.model == load_checkpoint(OLD_RUNS / name).config.model
+
+
+def test_an_old_cgan_keeps_its_mean_pooled_projection_through_a_resave(tmp_path):
+    """Its D averaged phi(x) over space before projecting (module version 1); today's sums
+    it. Loaded, saved again and reloaded, it still scores as it was trained to."""
+    import io
+
+    from ganlab.models.conditional import ProjectionDiscriminator
+
+    old = load_checkpoint(OLD_RUNS / "cgan").D
+    assert isinstance(old, ProjectionDiscriminator) and old.pool_mean
+    buffer = io.BytesIO()
+    torch.save(old.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = copy.deepcopy(old)
+    fresh.pool_mean, fresh._version = False, ProjectionDiscriminator._version
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    x = torch.rand(3, *load_checkpoint(OLD_RUNS / "cgan").spec.shape) * 2 - 1
+    labels = torch.tensor([0, 1, 0])
+    with torch.no_grad():
+        features = old.base.net[:-1](x)
+        expected = (old.base.net[-1](features).flatten()
+                    + (old.embed(labels) * features.mean(dim=(2, 3))).sum(dim=1))
+        assert fresh.pool_mean
+        torch.testing.assert_close(fresh(x, labels), expected)
 
 
 def test_loading_a_checkpoint_leaves_the_float_semantics_of_the_caller_alone():

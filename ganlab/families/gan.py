@@ -1,10 +1,11 @@
 """The GAN family: a generator and a discriminator trained by any loss variant.
 
 Class-conditional networks (model=cgan) get real labels with real images and random labels
-with fakes. The mode-collapse tools are options of the family, all off by default:
-gan.d_dropout and model.minibatch_std (D's layers), model.spectral_norm (D's weights),
-gan.instance_noise (annealed noise on everything D sees), model.history (a pool of past fakes
-for D, the one CycleGAN uses), model.ema (an averaged G for samples and metrics).
+with fakes; with model.mismatch D also sees real images with a wrong label, as fakes. The
+mode-collapse tools are options of the family, all off by default: model.d_dropout and
+model.minibatch_std (D's layers), model.spectral_norm (D's weights), model.instance_noise
+(annealed noise on everything D sees), model.history (a pool of past fakes for D, the one
+CycleGAN uses), model.ema (an averaged G for samples and metrics).
 """
 
 from __future__ import annotations
@@ -87,7 +88,10 @@ class CganConfig(DcganConfig):
 
     name: str = "cgan"
     embed_dim: int = ranged(50, "[1, inf)")  # size of G's label embedding, joined to z
-    conditioning: Conditioning = Conditioning.projection  # how D sees the label
+    conditioning: Conditioning = Conditioning.concat  # how D sees the label
+    # D also scores real images paired with a wrong label, as fakes (Reed et al. 2016's
+    # matching-aware discriminator): it must check the label, not only the image
+    mismatch: bool = True
 
 
 @schema("model", "mlp_gan")
@@ -158,6 +162,7 @@ class GanFamily(Family):
         self.double_backward = frozenset({"D"} if self.gp_weight else ())
         self.latent_dim, self.value_range = nets.latent_dim, nets.value_range
         self.num_classes = nets.num_classes
+        self.mismatch = bool(g.get("mismatch", False)) and self.num_classes > 0  # cgan's key
         self.opt_g = make_optimizer(self.G.parameters(), g, g.lr_g)
         self.opt_d = make_optimizer(self.D.parameters(), g, g.lr_d)
         self.ema_decay = float(g.ema)
@@ -205,14 +210,16 @@ class GanFamily(Family):
 
     # --- training ------------------------------------------------------------------------
 
-    def _d_targets(self, n: int) -> Targets:
+    def _d_targets(self, n: int, n_fake: int | None = None) -> Targets:
+        """D's targets for n real and n_fake (default n) fake scores."""
         real = self.real_label + self.label_smoothing * (self.fake_label - self.real_label)
         if not self.label_noise:
             return Targets(real=real, fake=self.fake_label)
+        n_fake = n if n_fake is None else n_fake
         real_t = torch.full((n,), real, device=self.device)
-        fake_t = torch.full((n,), self.fake_label, device=self.device)
+        fake_t = torch.full((n_fake,), self.fake_label, device=self.device)
         flip_real = torch.rand(n, device=self.device) < self.label_noise
-        flip_fake = torch.rand(n, device=self.device) < self.label_noise
+        flip_fake = torch.rand(n_fake, device=self.device) < self.label_noise
         return Targets(real=torch.where(flip_real, self.fake_label, real_t),
                        fake=torch.where(flip_fake, self.real_label, fake_t))
 
@@ -224,6 +231,11 @@ class GanFamily(Family):
         if not self.num_classes:
             return None
         return torch.randint(0, self.num_classes, (n,), device=self.device)
+
+    def _wrong_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Each label replaced by one of the other classes, uniformly (model.mismatch)."""
+        shift = torch.randint(1, self.num_classes, labels.shape, device=labels.device)
+        return (labels + shift) % self.num_classes
 
     def _real(self, x: torch.Tensor) -> torch.Tensor:
         """A real batch as D sees it (a subclass may resize it to the current resolution)."""
@@ -251,7 +263,13 @@ class GanFamily(Family):
         if self.history is not None:
             fake = self.history.query(fake)  # half of them, on average, old fakes
         d_real, d_fake = self._d(real, real_labels), self._d(fake, fake_labels)
-        loss = self.loss.d_loss(d_real, d_fake, self._d_targets(n))
+        scored_fake = d_fake
+        if self.mismatch:
+            # real images with a wrong label join the fakes: the fake term of D's loss becomes
+            # the mean of both halves (Reed et al.)
+            d_wrong = self._d(real, self._wrong_labels(real_labels))
+            scored_fake = torch.cat([d_fake, d_wrong])
+        loss = self.loss.d_loss(d_real, scored_fake, self._d_targets(n, len(scored_fake)))
         out = {"loss/D": loss}
         extra = self.d_regulariser(d_real)
         if extra is not None:
@@ -275,6 +293,9 @@ class GanFamily(Family):
             if self.loss.outputs_logits:  # report D's probabilities, as the papers plot them
                 d_real, d_fake = torch.sigmoid(d_real), torch.sigmoid(d_fake)
             out["D/real"], out["D/fake"] = d_real.mean(), d_fake.mean()
+            if self.mismatch:
+                out["D/wrong_label"] = (torch.sigmoid(d_wrong) if self.loss.outputs_logits
+                                        else d_wrong).mean()
         return out
 
     def _g_step(self, fake: torch.Tensor,

@@ -13,7 +13,8 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["class_metrics", "feature_stats", "frechet_distance", "kernel_inception_distance"]
+__all__ = ["class_metrics", "feature_stats", "frechet_distance", "kernel_inception_distance",
+           "label_agreement"]
 
 # Stands in for a zero data-histogram entry in class_kl, so a predicted class that the data never
 # contains costs a large but finite p * log(p / 1e-10) instead of infinity.
@@ -221,3 +222,25 @@ def class_metrics(
         "class_kl": kl,
         "mean_confidence": float(max_prob.mean().item()),
     }
+
+
+def label_agreement(probs: torch.Tensor, labels: torch.Tensor,
+                    data_histogram: torch.Tensor) -> dict[str, float]:
+    """How often a conditional generator draws the class it was asked for: the share of the
+    samples of requested label K that the reference classifier (``probs``, ``(N, K)``)
+    assigns to K, for each class present in the data (``data_histogram`` > 0) and requested
+    at least once. Returns ``label_agreement/K`` per class, their mean ``label_agreement`` and
+    their minimum ``label_agreement_min`` (a label the generator ignores shows there)."""
+    _check_matrix("probs", probs)
+    if labels.shape != (probs.shape[0],):
+        raise ValueError(f"labels must have shape ({probs.shape[0]},), got {tuple(labels.shape)}")
+    labels = labels.cpu()
+    correct = probs.argmax(dim=1).cpu() == labels
+    present = data_histogram.cpu() > 0
+    per_class = {f"label_agreement/{k}": float(correct[labels == k].double().mean())
+                 for k in torch.unique(labels).tolist() if 0 <= k < len(present) and present[k]}
+    if not per_class:
+        return {}
+    shares = list(per_class.values())
+    return {"label_agreement": sum(shares) / len(shares), "label_agreement_min": min(shares),
+            **per_class}

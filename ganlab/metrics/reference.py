@@ -37,7 +37,7 @@ from ganlab.errors import UserError
 from ganlab.families.capabilities import Classifier
 from ganlab.images import UNIT, to_float
 from ganlab.metrics.compare import PRDC_K, FeatureSet, compare
-from ganlab.metrics.frechet import class_metrics
+from ganlab.metrics.frechet import class_metrics, label_agreement
 
 log = logging.getLogger("ganlab")
 
@@ -292,8 +292,8 @@ def native_heldout(cfg_dataset, data_dir: Path, heldout: InMemoryDataset,
 class LeftOut:
     """Stands in for a ClassifierSpace whose classifier failed its accuracy check."""
 
-    def measure(self, fakes: torch.Tensor,
-                progress: Callable[[Iterable], Iterable] = iter) -> dict:
+    def measure(self, fakes: torch.Tensor, progress: Callable[[Iterable], Iterable] = iter,
+                labels: torch.Tensor | None = None) -> dict:
         return {}
 
 
@@ -360,14 +360,17 @@ class ClassifierSpace:
             write_cache(path, {"features": features}, "classifier features")
         return FeatureSet.of(features)
 
-    def measure(self, fakes: torch.Tensor,
-                progress: Callable[[Iterable], Iterable] = iter) -> dict:
+    def measure(self, fakes: torch.Tensor, progress: Callable[[Iterable], Iterable] = iter,
+                labels: torch.Tensor | None = None) -> dict:
         """fakes: [0, 1] images (N, C, H, W) or uint8, of any size (resized to the
-        classifier's). Class coverage/KL/confidence, then FID, precision/recall/density/
-        coverage and the Inception Score (the "MNIST IS") in the classifier's terms, all
-        prefixed classifier_, then what they were measured with."""
+        classifier's); labels: the classes a conditional generator was asked for. Class
+        coverage/KL/confidence, the label agreement (with labels), then FID, precision/recall/
+        density/coverage and the Inception Score (the "MNIST IS") in the classifier's terms,
+        all prefixed classifier_, then what they were measured with."""
         probs, features = self.reference.probs_and_features(fakes, progress)
         out: dict = class_metrics(probs, self.data_histogram, self.min_share)
+        if labels is not None:
+            out.update(label_agreement(probs, labels, self.data_histogram))
         wanted = {"fid", "is"} | ({"prdc"} if min(len(fakes), self.n_real) > PRDC_K else set())
         measured = compare(FeatureSet.of(features, probs.double()), self.real, wanted)
         out.update({f"classifier_{key}": value for key, value in measured.items()})

@@ -1,6 +1,7 @@
 """Sample-quality metrics of any family that draws samples (a capabilities.Sampler): mode
 coverage on the 2-D toys, class coverage / confidence / FID in a reference classifier's
-feature space on digits, Inception FID/KID on any image data.
+feature space on digits (and, for a conditional sampler, how often a sample is the class it
+was asked for), Inception FID/KID on any image data.
 
 The loop and the `eval` command build one `SampleMetrics` from the run's config and call
 `measure(family)`; families hold no metric code, disk caches or reference networks.
@@ -16,7 +17,7 @@ import torch
 
 from ganlab.config import Inception
 from ganlab.errors import UserError
-from ganlab.families.capabilities import Sampler, Translator
+from ganlab.families.capabilities import Sampler, Translator, num_classes
 
 log = logging.getLogger("ganlab")
 
@@ -46,10 +47,22 @@ def draw_images(family: Sampler, n: int, seed: int) -> torch.Tensor:
     """n samples as uint8 images (like the real images and the saved samples), drawn from a
     generator of their own seeded with `seed` (the global RNG is left alone), on the family's
     device; a conditional family draws its classes in turn."""
+    return draw_labelled_images(family, n, seed)[0]
+
+
+def draw_labelled_images(family: Sampler, n: int,
+                         seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """draw_images, and the labels a conditional family was asked for (0, 1, ..., K-1, 0, ...;
+    None for an unconditional one)."""
     z = family.sample_noise(n, torch.Generator().manual_seed(seed))
+    k = num_classes(family)
+    labels = torch.arange(n) % k if k else None
     with torch.no_grad():
-        return torch.cat([family.to_uint8(family.generate(z[i : i + CHUNK]))
-                          for i in range(0, len(z), CHUNK)])
+        images = torch.cat([
+            family.to_uint8(family.generate(z[i : i + CHUNK]) if labels is None else
+                            family.generate(z[i : i + CHUNK], labels=labels[i : i + CHUNK]))
+            for i in range(0, len(z), CHUNK)])
+    return images, labels
 
 
 def uses_classifier(cfg_eval, cfg_dataset) -> bool:
@@ -105,10 +118,10 @@ class SampleMetrics:
             z = family.sample_noise(self.n_samples, generator)
             with torch.no_grad():
                 return self._modes(family.generate(z).float().cpu())
-        fakes = draw_images(family, self.n_samples, self.seed)
+        fakes, labels = draw_labelled_images(family, self.n_samples, self.seed)
         metrics: dict = {}
         if self.classifier:
-            metrics.update(self._classifier().measure(fakes, self.progress))
+            metrics.update(self._classifier().measure(fakes, self.progress, labels))
         if self.weights is not None:
             metrics.update(self._inception().measure(fakes, self.progress))
         return metrics

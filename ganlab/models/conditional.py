@@ -1,14 +1,22 @@
 """`model=cgan`: a class-conditional DCGAN.
 
 G(z, y) is the DCGAN generator fed with z joined to a learnt embedding of the label y (Mirza &
-Osindero). D(x, y) is the DCGAN discriminator with the label brought in one of two ways
+Osindero join a one-hot y to z). The embedding starts at a one-hot's scale, N(0, 1/embed_dim):
+|embed(y)| is about 1 beside |z|, about sqrt(latent_dim). Started at N(0, 1) (|embed(y)| about
+7 at embed_dim=50), G drew one fixed image per label from the embedding and ignored z.
+
+D(x, y) is the DCGAN discriminator with the label brought in one of two ways
 (`model.conditioning`):
 
-- projection (Miyato & Koyama 2018): D(x, y) = psi(phi(x)) + <embed(y), pooled phi(x)>,
-  phi being D's feature extractor and psi its scoring conv; the default. Features are
-  mean-pooled (Miyato et al. sum them): the term's scale does not grow with the map size
-  (a 7x7 map summed let D overpower a small G in our tests);
-- concat: the label's one-hot planes stacked onto the image channels at D's input.
+- concat (the default; Mirza & Osindero): the label's one-hot planes stacked onto the image
+  channels at D's input;
+- projection (Miyato & Koyama 2018): D(x, y) = psi(phi(x)) + <embed(y), sum of phi(x) over
+  space>, phi being D's feature extractor and psi its scoring conv. Summed as in their code (and
+  BigGAN's): a mean over the 7x7 map made the label's term 49 times weaker, too weak to teach
+  G the labels. Checkpoints saved before (module version 1) keep the mean they trained with.
+
+Either way the GAN family also shows D real images with a wrong label, as fakes
+(`model.mismatch`, Reed et al. 2016), so D must check the label, not only the image.
 """
 
 from __future__ import annotations
@@ -32,8 +40,8 @@ from ganlab.models.dcgan import (
 
 
 class Conditioning(str, Enum):
-    projection = "projection"  # D(x, y) = psi(phi(x)) + <embed(y), phi(x)> (Miyato & Koyama)
     concat = "concat"  # the label's one-hot planes concatenated to D's input (Mirza & Osindero)
+    projection = "projection"  # D(x, y) = psi(phi(x)) + <embed(y), sum phi(x)> (Miyato & Koyama)
 
 
 class ConditionalGenerator(nn.Module):
@@ -48,15 +56,27 @@ class ConditionalGenerator(nn.Module):
 
 
 class ProjectionDiscriminator(nn.Module):
+    # version 2: phi(x) summed over space (Miyato & Koyama); version 1 averaged it
+    _version = 2
+
     def __init__(self, base: DcganDiscriminator, num_classes: int) -> None:
         super().__init__()
         self.base = base
         self.embed = nn.Embedding(num_classes, base.net[-1].in_channels)
+        self.pool_mean = False  # True only for a version-1 checkpoint's D
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         features = self.base.net[:-1](x)  # phi(x): (N, W, k, k)
         score = self.base.net[-1](features).flatten()  # psi(phi(x))
-        return score + (self.embed(labels) * features.mean(dim=(2, 3))).sum(dim=1)
+        pooled = features.mean(dim=(2, 3)) if self.pool_mean else features.sum(dim=(2, 3))
+        return score + (self.embed(labels) * pooled).sum(dim=1)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        # a D saved before version 2 resumes (and scores) with the mean it was trained with,
+        # and is saved again as version 1 (state_dict() writes self._version)
+        self.pool_mean = local_metadata.get("version", 1) < 2
+        self._version = 1 if self.pool_mean else type(self)._version
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
 
 
 class ConcatDiscriminator(nn.Module):
@@ -84,10 +104,12 @@ def build_cgan(cfg, spec) -> GanNetworks:
     base = DcganDiscriminator(channels + extra, size, cfg.d_features, discriminator_norm(cfg),
                               cfg.d_dropout, cfg.minibatch_std)
     D = (ConcatDiscriminator(base, k) if extra else ProjectionDiscriminator(base, k))
-    G.apply(dcgan_init)  # G's label embedding keeps N(0, 1): the scale of z beside it
+    G.apply(dcgan_init)
+    # the label at a one-hot's scale beside z; N(0, 1) let the label alone choose G's image
+    nn.init.normal_(G.embed.weight, 0.0, cfg.embed_dim ** -0.5)
     D.apply(dcgan_init)
     if isinstance(D, ProjectionDiscriminator):
-        # unit-scale projections from the start (Xavier-like); 0.02 left a tiny DCGAN's
-        # projection term too weak to steer G in our two-class test
-        nn.init.normal_(D.embed.weight, 0.0, D.embed.weight.shape[1] ** -0.5)
+        # N(0, 0.02) like D's other weights: unit-norm rows made the summed term overpower a
+        # small G from the first steps (the two-class test's samples stayed flat)
+        nn.init.normal_(D.embed.weight, 0.0, 0.02)
     return GanNetworks(G=G, D=D, latent_dim=cfg.latent_dim, value_range=SYMMETRIC, num_classes=k)
