@@ -28,6 +28,9 @@ commands:
   latent   latent arithmetic with a VAE: ckpt=PATH attribute=NAME [alpha=1.5] out=FILE.png
   translate  apply a trained CycleGAN to images: ckpt=PATH input=DIR|FILE out=DIR
            [direction=AtoB|BtoA] [sheet=FILE.png] [size=N]
+  export   one network of a trained run as a file that runs without ganlab, any batch size:
+           ckpt=PATH out=FILE.onnx|FILE.pt2 [format=onnx|torch_export] [net=NAME]
+           (G; decoder|encoder; model; G_AB|G_BA; the first is the default)
   attack   attack a trained classifier on held-out data: ckpt=PATH attack=fgsm|ifgsm|pgd|
            transfer|substitute [attack.eps=[0,0.1,0.3]] [attack.targeted=true attack.target=T]
 
@@ -87,6 +90,7 @@ COMMANDS = {
     "latent": "ganlab.latent",
     "attack": "ganlab.attack",
     "translate": "ganlab.translate",
+    "export": "ganlab.export",
 }
 
 
