@@ -31,6 +31,13 @@ class GanLoss:
     uses_labels = False
     # whether D's output is a probability logit (D(x) = sigmoid(output)) for logging
     outputs_logits = False
+    # whether D's score has a decision boundary (D's accuracy is logged): a Wasserstein critic's
+    # scores are only compared with each other, any constant shift giving the same loss
+    classifies = True
+
+    def boundary(self, real_label: float, fake_label: float) -> float:
+        """The score between "real" and "fake": 0 for logits and hinge scores."""
+        return 0.0
 
     def d_loss(self, real: torch.Tensor, fake: torch.Tensor, t: Targets) -> torch.Tensor:
         raise NotImplementedError
@@ -89,6 +96,9 @@ class LeastSquares(GanLoss):
 
     uses_labels = True
 
+    def boundary(self, real_label: float, fake_label: float) -> float:
+        return (real_label + fake_label) / 2  # the score regresses onto the two labels
+
     def d_loss(self, real, fake, t):
         return 0.5 * ((real - t.real) ** 2).mean() + 0.5 * ((fake - t.fake) ** 2).mean()
 
@@ -110,6 +120,8 @@ class Hinge(GanLoss):
 @LOSSES.register("wgan")
 class Wasserstein(GanLoss):
     """Critic: E[D(G(z))] - E[D(x)]; G: -E[D(G(z))] (clipping or a penalty keeps D Lipschitz)."""
+
+    classifies = False
 
     def d_loss(self, real, fake, t):
         return fake.mean() - real.mean()

@@ -251,3 +251,104 @@ def test_cgan_trains_end_to_end_with_every_tool(workdir):
     import numpy as np
 
     assert np.load(workdir / "sevens.npz")["images"].shape == (6, 1, 28, 28)
+
+
+# --- the lectures' and Lab 4's details -------------------------------------------------------
+
+
+def adam_steps(optimizer) -> int:
+    return int(next(iter(optimizer.state.values()))["step"])
+
+
+def test_g_steps_update_g_several_times_per_d_step():
+    fam = gan_family(g_steps=3)
+    fam.train_step(batch(8))
+    assert adam_steps(fam.opt_g) == 3 and adam_steps(fam.opt_d) == 1
+    assert fam.updates == 1  # the step counter (schedules) counts steps, not G updates
+
+
+def test_g_label_noise_flips_gs_targets_and_needs_a_label_loss():
+    fam = gan_family(g_label_noise=0.3)
+    torch.manual_seed(0)
+    targets = fam._g_targets(20_000).real
+    assert set(targets.unique().tolist()) == {0.0, 1.0}
+    assert float((targets == 0).double().mean()) == pytest.approx(0.3, abs=0.02)
+    assert gan_family()._g_targets(4).real == 1.0  # off: the plain real label
+    with pytest.raises(UserError, match="g_label_noise"):
+        gan_family(loss="wgan", g_label_noise=0.1)
+
+
+def test_uniform_latent_prior_for_training_sampling_and_the_fixed_grid():
+    fam = gan_family(DcganConfig(g_features=8, d_features=8, latent_dim=16,
+                                 latent_dist="uniform"), spec=SPEC)
+    z = fam.sample_noise(4000, torch.Generator().manual_seed(0))
+    assert z.min() >= -1 and z.max() <= 1
+    assert float(z.var()) == pytest.approx(1 / 3, rel=0.05)  # U(-1, 1), not N(0, 1)
+    assert fam.fixed_z.abs().max() <= 1 and fam._noise(64).abs().max() <= 1
+    normal = gan_family(DcganConfig(g_features=8, d_features=8, latent_dim=16), spec=SPEC)
+    assert normal.sample_noise(4000, torch.Generator().manual_seed(0)).abs().max() > 2
+
+
+def test_d_pretraining_trains_d_alone_on_real_against_random_images():
+    fam = gan_family(DcganConfig(g_features=8, d_features=8, latent_dim=8, d_pretrain_steps=2),
+                     spec=SPEC)
+    g_before = [p.detach().clone() for p in fam.G.parameters()]
+    d_before = [p.detach().clone() for p in fam.D.parameters()]
+    calls = []
+    forward = fam.D.forward
+    fam.D.forward = lambda x: calls.append(x.detach().clone()) or forward(x)
+    for seed in range(2):
+        out = fam.train_step(batch(8, seed=seed))
+        assert "loss/G" not in out and "loss/D" in out
+    assert all(torch.equal(a, b) for a, b in zip(g_before, fam.G.parameters(), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(d_before, fam.D.parameters(), strict=True))
+    noise = calls[1]  # D's fakes in pretraining: uniform noise over the real batch's range
+    assert noise.min() >= -1 and noise.max() <= 1 and float(noise.std()) > 0.5
+    assert fam.extra_state()["d_pretrained"] == 2 and fam.updates == 0
+    assert "loss/G" in fam.train_step(batch(8, seed=2))  # then the GAN game
+
+
+def test_ds_decisions_as_a_confusion_matrix_real_is_positive():
+    fam = gan_family()
+    d_real, d_fake = torch.tensor([2.0, 1.0, -1.0]), torch.tensor([-3.0])
+    out = {k: float(v) for k, v in fam._d_decisions(d_real, d_fake).items()}
+    assert out == pytest.approx({"D/accuracy": 0.75, "D/TP": 0.5, "D/FN": 0.25, "D/TN": 0.25,
+                                 "D/FP": 0.0})
+    flipped = gan_family(real_label=0.0, fake_label=1.0)  # the lectures' flipped labels
+    out = {k: float(v) for k, v in flipped._d_decisions(d_real, d_fake).items()}
+    assert out == pytest.approx({"D/accuracy": 0.25, "D/TP": 0.25, "D/FN": 0.5, "D/TN": 0.0,
+                                 "D/FP": 0.25})
+    lsgan = gan_family(loss="lsgan")  # scores regress onto 1 and 0: the boundary is 0.5
+    out = lsgan._d_decisions(torch.tensor([0.6, 0.4]), torch.tensor([0.45]))
+    assert float(out["D/TP"]) == pytest.approx(1 / 3) and float(out["D/TN"]) == pytest.approx(1 / 3)
+    assert gan_family(loss="wgan")._d_decisions(d_real, d_fake) == {}  # a critic: no boundary
+    assert "D/accuracy" in gan_family().train_step(batch(8))
+
+
+def test_batch_variance_shows_d_each_pixels_variance_over_the_batch():
+    from ganlab.models.base import BatchVariance
+
+    same = torch.rand(1, 3, 4, 4).repeat(5, 1, 1, 1)
+    out = BatchVariance()(same)
+    assert out.shape == (5, 4, 4, 4) and out[:, 3].abs().max() < 1e-7  # collapsed: zeros
+    varied = torch.rand(6, 3, 4, 4)
+    plane = BatchVariance()(varied)[0, 3]
+    torch.testing.assert_close(plane, varied.var(dim=0, unbiased=False).mean(dim=0))
+    flat = BatchVariance()(torch.rand(6, 10))
+    assert flat.shape == (6, 20)
+    for model in (DcganConfig(g_features=8, d_features=8, batch_variance=True),
+                  CganConfig(g_features=8, d_features=8, batch_variance=True)):
+        fam = gan_family(model, spec=SPEC)
+        assert isinstance(fam.D.net[0] if hasattr(fam.D, "net") else fam.D.base.net[0],
+                          BatchVariance)
+        assert torch.isfinite(fam.train_step(batch(8))["loss/D"])
+    mlp = gan_family(batch_variance=True)
+    assert isinstance(mlp.D.net[0], BatchVariance)
+    assert torch.isfinite(mlp.train_step(batch(8))["loss/D"])
+
+
+def test_progan_refuses_the_batch_variance():
+    from ganlab.families.progan import ProganConfig
+
+    with pytest.raises(UserError, match="batch_variance"):
+        build_family(ProganConfig(batch_variance=True), SPEC)

@@ -46,7 +46,7 @@ def test_registered_models() -> None:
 
 @pytest.mark.parametrize("size", [28, 32, 64])
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("upsample", [Upsample.transposed, Upsample.nearest])
+@pytest.mark.parametrize("upsample", list(Upsample))
 def test_dcgan_shapes_and_range(size: int, channels: int, upsample: Upsample) -> None:
     torch.manual_seed(0)
     nets = dcgan(channels, size, upsample=upsample, g_features=16, d_features=16)
@@ -89,9 +89,11 @@ def test_dcgan_latent_dim() -> None:
 
 
 @pytest.mark.parametrize("size", [28, 32, 64])
-def test_dcgan_nearest_upsampling_has_no_transposed_conv_after_the_first_layer(size: int) -> None:
+@pytest.mark.parametrize("mode", [Upsample.nearest, Upsample.bilinear])
+def test_dcgan_resize_upsampling_has_no_transposed_conv_after_the_first_layer(
+        size: int, mode: Upsample) -> None:
     transposed = dcgan(1, size).G
-    nearest = dcgan(1, size, upsample=Upsample.nearest).G
+    nearest = dcgan(1, size, upsample=mode).G
     doublings = {28: 2, 32: 3, 64: 4}[size]
     # the latent projection stays a transposed conv (1x1 -> base size)
     assert isinstance(nearest.net[0], nn.ConvTranspose2d)
@@ -99,7 +101,7 @@ def test_dcgan_nearest_upsampling_has_no_transposed_conv_after_the_first_layer(s
     assert count(nearest, nn.ConvTranspose2d) == 1
     upsamples = [m for m in nearest.modules() if isinstance(m, nn.Upsample)]
     assert len(upsamples) == doublings
-    assert all(m.mode == "nearest" and m.scale_factor == 2 for m in upsamples)
+    assert all(m.mode == mode.value and m.scale_factor == 2 for m in upsamples)
     # the transposed generator: one per doubling plus the projection, and no Upsample
     assert count(transposed, nn.ConvTranspose2d) == doublings + 1
     assert count(transposed, nn.Upsample) == 0

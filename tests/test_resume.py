@@ -59,6 +59,10 @@ VARIANTS = {
     "dcgan+tools": ("dcgan", ["model.history=4", "model.instance_noise=0.1", "model.ema=0.9",
                               "model.label_noise=0.1", "model.d_dropout=0.2"]),
     "dcgan+fp16": ("dcgan", ["trainer.precision=16"]),  # the loss scale: state["amp"]
+    # the halfway checkpoint falls inside D's pretraining (its counter is extra state)
+    "dcgan+lab4": ("dcgan", ["model.d_pretrain_steps=4", "model.g_steps=2",
+                             "model.latent_dist=uniform", "model.g_label_noise=0.1",
+                             "model.batch_variance=true", "model.upsample=bilinear"]),
     "lenet+fgsm": ("lenet", ["defense=fgsm"]),
     # mixup draws from the global RNG, PGD's evaluation from a generator of its own
     "lenet+mixup+pgd": ("lenet", ["defense=mixup", "model.eval_attack=pgd"]),

@@ -5,7 +5,10 @@ with fakes; with model.mismatch D also sees real images with a wrong label, as f
 mode-collapse tools are options of the family, all off by default: model.d_dropout and
 model.minibatch_std (D's layers), model.spectral_norm (D's weights), model.instance_noise
 (annealed noise on everything D sees), model.history (a pool of past fakes for D, the one
-CycleGAN uses), model.ema (an averaged G for samples and metrics).
+CycleGAN uses), model.ema (an averaged G for samples and metrics), model.batch_variance (the
+lectures' per-pixel batch variance at D's input). The lectures' training details are options
+too: model.g_steps, model.g_label_noise, model.latent_dist, model.d_pretrain_steps; D's
+decisions on each step's batches are logged as a confusion matrix (D/TP, D/FN, D/TN, D/FP).
 """
 
 from __future__ import annotations
@@ -44,6 +47,11 @@ class Optimizer(str, Enum):
     rmsprop = "rmsprop"
 
 
+class LatentDist(str, Enum):
+    normal = "normal"  # z ~ N(0, I)
+    uniform = "uniform"  # z ~ U(-1, 1)^d (Radford et al.'s DCGAN)
+
+
 @dataclass
 class GanConfig:
     """What the GAN family reads, whatever its networks: `model.*` of every GAN model. The
@@ -52,7 +60,11 @@ class GanConfig:
     name: str = "dcgan"  # the networks (MODELS)
     family: str = "gan"
     latent_dim: int = ranged(100, "[1, inf)")
+    latent_dist: LatentDist = LatentDist.normal  # the prior z is drawn from
     d_steps: int = ranged(1, "[1, inf)")  # discriminator steps per generator step
+    g_steps: int = ranged(1, "[1, inf)")  # generator steps per step, after the D steps
+    # the first N steps train D alone, on real images against uniform random ones
+    d_pretrain_steps: int = ranged(0, "[0, inf)")
     optimizer: Optimizer = Optimizer.adam
     lr_g: float = ranged(2e-4, "(0, inf)")
     lr_d: float = ranged(2e-4, "(0, inf)")
@@ -61,9 +73,11 @@ class GanConfig:
     fake_label: float = 0.0
     label_smoothing: float = ranged(0.0, "[0, 1)")  # one-sided: real targets move towards fake
     label_noise: float = ranged(0.0, "[0, 1)")  # probability of flipping each D target
+    g_label_noise: float = ranged(0.0, "[0, 1)")  # probability of flipping each of G's targets
     # mode-collapse tools, all off by default
     d_dropout: float = ranged(0.0, "[0, 1)")  # dropout in the discriminator
     minibatch_std: bool = False  # D sees the batch's feature std (Karras et al.)
+    batch_variance: bool = False  # D sees each input pixel's variance over the batch
     instance_noise: float = ranged(0.0, "[0, inf)")  # std of noise on D's inputs, annealed to 0
     history: int = ranged(0, "[0, inf)")  # past fakes kept; half of D's fakes come from them
     ema: float = ranged(0.0, "[0, 1)")  # decay of a moving average of G (0.999); samples use it
@@ -153,7 +167,12 @@ class GanFamily(Family):
         self._check_options(g)
         self.real_label, self.fake_label = float(g.real_label), float(g.fake_label)
         self.label_smoothing, self.label_noise = float(g.label_smoothing), float(g.label_noise)
+        self.g_label_noise = float(g.g_label_noise)
         self.batches_per_step = self.d_steps = int(g.d_steps)
+        self.g_steps = int(g.g_steps)
+        self.latent_dist = LatentDist(g.latent_dist)
+        self.d_pretrain_steps = int(g.d_pretrain_steps)
+        self.d_pretrained = 0  # steps of D pretraining done
 
         nets = MODELS.get(cfg.model.name)(self._network_settings(cfg.model), spec)
         if g.spectral_norm:
@@ -183,12 +202,12 @@ class GanFamily(Family):
         fixed = torch.Generator().manual_seed(cfg.trainer.seed + 1)
         if self.num_classes:  # one row per class, the same noise in every row
             columns = max(1, n_fixed // self.num_classes)
-            z = torch.randn(columns, self.latent_dim, generator=fixed)
+            z = self._prior(columns, fixed)
             self.fixed_z = z.repeat(self.num_classes, 1).to(device)
             self.fixed_labels = torch.arange(self.num_classes).repeat_interleave(columns)
             self.fixed_labels = self.fixed_labels.to(device)
         else:
-            self.fixed_z = torch.randn(n_fixed, self.latent_dim, generator=fixed).to(device)
+            self.fixed_z = self._prior(n_fixed, fixed).to(device)
             self.fixed_labels = None
 
     def _network_settings(self, model):
@@ -201,12 +220,13 @@ class GanFamily(Family):
         return model
 
     def _check_options(self, g) -> None:
-        label_options = g.label_smoothing or g.label_noise or (g.real_label, g.fake_label) != (1, 0)
+        label_options = (g.label_smoothing or g.label_noise or g.g_label_noise
+                         or (g.real_label, g.fake_label) != (1, 0))
         if label_options and not self.loss.uses_labels:
             label_based = ", ".join(n for n in LOSSES.names() if LOSSES.get(n).uses_labels)
             raise UserError(
-                "model.real_label, fake_label, label_smoothing and label_noise apply to the "
-                f"label-based losses ({label_based}), not to loss={self.loss_name}")
+                "model.real_label, fake_label, label_smoothing, label_noise and g_label_noise "
+                f"apply to the label-based losses ({label_based}), not to loss={self.loss_name}")
 
     # --- training ------------------------------------------------------------------------
 
@@ -223,8 +243,26 @@ class GanFamily(Family):
         return Targets(real=torch.where(flip_real, self.fake_label, real_t),
                        fake=torch.where(flip_fake, self.real_label, fake_t))
 
+    def _g_targets(self, n: int) -> Targets:
+        """G's targets: the real label, each flipped to the fake one with probability
+        model.g_label_noise."""
+        if not self.g_label_noise:
+            return Targets(real=self.real_label, fake=self.fake_label)
+        flip = torch.rand(n, device=self.device) < self.g_label_noise
+        real = torch.where(flip, self.fake_label, torch.full((n,), self.real_label,
+                                                             device=self.device))
+        return Targets(real=real, fake=self.fake_label)
+
+    def _prior(self, n: int, generator: torch.Generator | None = None,
+               device: torch.device | None = None) -> torch.Tensor:
+        """n draws of z from model.latent_dist."""
+        shape = (n, self.latent_dim)
+        if self.latent_dist == LatentDist.uniform:
+            return torch.rand(shape, generator=generator, device=device) * 2 - 1
+        return torch.randn(shape, generator=generator, device=device)
+
     def _noise(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, device=self.device)
+        return self._prior(n, device=self.device)
 
     def _fake_labels(self, n: int) -> torch.Tensor | None:
         """Uniformly random classes for a batch of fakes (conditional networks only)."""
@@ -256,11 +294,11 @@ class GanFamily(Family):
         return self.instance_noise * max(0.0, 1.0 - self.updates / total)
 
     def _d_step(self, x: torch.Tensor, y: torch.Tensor | None, fake: torch.Tensor,
-                fake_labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+                fake_labels: torch.Tensor | None, pool: bool = True) -> dict[str, torch.Tensor]:
         real = self._real(x)
         n = real.shape[0]
         real_labels = y if self.num_classes else None
-        if self.history is not None:
+        if self.history is not None and pool:
             fake = self.history.query(fake)  # half of them, on average, old fakes
         d_real, d_fake = self._d(real, real_labels), self._d(fake, fake_labels)
         scored_fake = d_fake
@@ -290,6 +328,7 @@ class GanFamily(Family):
                 for p in self.D.parameters():
                     p.clamp_(-self.clip_value, self.clip_value)
         if self.diagnostics:
+            out.update(self._d_decisions(d_real, d_fake))
             if self.loss.outputs_logits:  # report D's probabilities, as the papers plot them
                 d_real, d_fake = torch.sigmoid(d_real), torch.sigmoid(d_fake)
             out["D/real"], out["D/fake"] = d_real.mean(), d_fake.mean()
@@ -298,11 +337,28 @@ class GanFamily(Family):
                                         else d_wrong).mean()
         return out
 
+    def _d_decisions(self, d_real: torch.Tensor, d_fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        """D as a real-vs-fake classifier (the lectures' confusion matrix, real = positive):
+        the shares of its decisions on this step's real and fake batches that are true
+        positives (reals called real), false negatives, true negatives and false positives,
+        and its accuracy. None for a critic without a decision boundary (WGAN)."""
+        if not self.loss.classifies:
+            return {}
+        boundary = self.loss.boundary(self.real_label, self.fake_label)
+        flipped = self.real_label < self.fake_label  # the lectures' real_label=0 setup
+
+        def called_real(scores: torch.Tensor) -> torch.Tensor:
+            return ((scores < boundary) if flipped else (scores > boundary)).float()
+
+        total = len(d_real) + len(d_fake)
+        tp, fp = called_real(d_real).sum() / total, called_real(d_fake).sum() / total
+        fn, tn = len(d_real) / total - tp, len(d_fake) / total - fp
+        return {"D/accuracy": tp + tn, "D/TP": tp, "D/FN": fn, "D/TN": tn, "D/FP": fp}
+
     def _g_step(self, fake: torch.Tensor,
                 labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
         self.D.requires_grad_(False)  # no need for D's parameter gradients here
-        targets = Targets(real=self.real_label, fake=self.fake_label)
-        loss = self.loss.g_loss(self._d(fake, labels), targets)
+        loss = self.loss.g_loss(self._d(fake, labels), self._g_targets(len(fake)))
         self.opt_g.zero_grad(set_to_none=True)
         self.amp.backward(loss)
         self.D.requires_grad_(True)
@@ -328,6 +384,8 @@ class GanFamily(Family):
     def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
         logged = self.prepare_step()
         batches = batch if isinstance(batch, list) else [batch]
+        if self.d_pretrained < self.d_pretrain_steps:
+            return {**self._pretrain_d(batches), **logged}
         for i, (x, y) in enumerate(batches):
             z, labels = self._noise(x.shape[0]), self._fake_labels(x.shape[0])
             if i < len(batches) - 1:
@@ -339,10 +397,24 @@ class GanFamily(Family):
                 fake = self._g(z, labels)
             out = self._d_step(x, y, fake.detach(), labels)
         out.update(self._g_step(fake, labels))
+        for _ in range(self.g_steps - 1):  # more G steps, each on new fakes
+            z, labels = self._noise(len(fake)), self._fake_labels(len(fake))
+            out.update(self._g_step(self._g(z, labels), labels))
         if self.instance_noise:
             out["instance_noise"] = torch.tensor(self._noise_std())
         self.updates += 1
         return {**{k: v.detach() for k, v in out.items()}, **logged}
+
+    def _pretrain_d(self, batches: list) -> dict[str, torch.Tensor]:
+        """One step of model.d_pretrain_steps: D alone, on real images against images of
+        uniform noise over the real batch's value range (G does not move)."""
+        for x, y in batches:
+            real = self._real(x)
+            low, high = real.min(), real.max()
+            noise = torch.rand(real.shape, device=self.device) * (high - low) + low
+            out = self._d_step(x, y, noise, self._fake_labels(len(x)), pool=False)
+        self.d_pretrained += 1
+        return {k: v.detach() for k, v in out.items()}
 
     # --- sampling ------------------------------------------------------------------------
 
@@ -366,7 +438,7 @@ class GanFamily(Family):
         return out
 
     def sample_noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+        return self._prior(n, generator).to(self.device)
 
     def to_uint8(self, images: torch.Tensor) -> torch.Tensor:
         return to_uint8(images, self.value_range)
@@ -393,6 +465,8 @@ class GanFamily(Family):
 
     def extra_state(self) -> dict[str, Any]:
         state = {"fixed_z": self.fixed_z.cpu(), "updates": self.updates}
+        if self.d_pretrain_steps:
+            state["d_pretrained"] = self.d_pretrained
         if self.history is not None:
             state["history"] = self.history.state_dict()
         return state
@@ -405,6 +479,7 @@ class GanFamily(Family):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.fixed_z = state["fixed_z"].to(self.device)
         self.updates = int(state.get("updates", 0))  # checkpoints from before the counter
+        self.d_pretrained = int(state.get("d_pretrained", 0))
         if self.history is not None:
             self.history.load_state_dict(state.get("history", {"size": self.history.size,
                                                                "images": torch.empty(0)}),

@@ -50,6 +50,19 @@ class MinibatchStd(nn.Module):
         return torch.cat([x, plane], dim=1)
 
 
+class BatchVariance(nn.Module):
+    """The lectures' per-pixel batch variance, at D's input: the variance over the whole batch
+    of every input value (every pixel, averaged over channels), appended as one more input
+    channel (a plane for images; for flat inputs, one value per input). A collapsed batch
+    shows as zeros. An alternative to MinibatchStd (model.batch_variance)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        var = x.float().var(dim=0, unbiased=False, keepdim=True)  # (1, C, ...) or (1, F)
+        if x.dim() > 2:
+            var = var.mean(dim=1, keepdim=True)  # (1, 1, H, W)
+        return torch.cat([x, var.to(x.dtype).expand(x.shape[0], *var.shape[1:])], dim=1)
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

@@ -102,7 +102,7 @@ def build_cgan(cfg, spec) -> GanNetworks:
                              cfg.upsample)
     extra = k if cfg.conditioning == Conditioning.concat else 0
     base = DcganDiscriminator(channels + extra, size, cfg.d_features, discriminator_norm(cfg),
-                              cfg.d_dropout, cfg.minibatch_std)
+                              cfg.d_dropout, cfg.minibatch_std, cfg.batch_variance)
     D = (ConcatDiscriminator(base, k) if extra else ProjectionDiscriminator(base, k))
     G.apply(dcgan_init)
     # the label at a one-hot's scale beside z; N(0, 1) let the label alone choose G's image

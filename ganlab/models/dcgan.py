@@ -12,6 +12,7 @@ from ganlab.errors import UserError
 from ganlab.images import SYMMETRIC
 from ganlab.models.base import (
     MODELS,
+    BatchVariance,
     GanNetworks,
     MinibatchStd,
 )
@@ -20,6 +21,7 @@ from ganlab.models.base import (
 class Upsample(str, Enum):
     transposed = "transposed"  # ConvTranspose2d, stride 2 (Radford et al.)
     nearest = "nearest"  # nearest-neighbour upsample + 3x3 conv: no checkerboard artifacts
+    bilinear = "bilinear"  # bilinear upsample + 3x3 conv (Odena et al.'s resize-convolution)
 
 
 class Norm(str, Enum):
@@ -41,8 +43,9 @@ def _n_doublings(size: int) -> int:
 def _up(c_in: int, c_out: int, mode: Upsample) -> nn.Module:
     if mode == Upsample.transposed:
         return nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False)
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                         nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False))
+    upsample = (nn.Upsample(scale_factor=2, mode="nearest") if mode == Upsample.nearest else
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+    return nn.Sequential(upsample, nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False))
 
 
 def _norm(kind: Norm, channels: int) -> nn.Module:
@@ -78,11 +81,14 @@ class DcganDiscriminator(nn.Module):
     conv: conditional discriminators reuse net[:-1] as the feature extractor."""
 
     def __init__(self, channels: int, size: int, features: int, norm: Norm, dropout: float,
-                 minibatch_std: bool = False):
+                 minibatch_std: bool = False, batch_variance: bool = False):
         super().__init__()
         n = _n_doublings(size)
         width = features
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1, bias=False),
+        # the batch variance plane joins the input channels
+        first = [BatchVariance()] if batch_variance else []
+        layers: list[nn.Module] = [*first,
+                                   nn.Conv2d(channels + len(first), width, 4, 2, 1, bias=False),
                                    nn.LeakyReLU(0.2, True)]  # no norm on the input layer
         for _ in range(n - 1):
             if dropout > 0:
@@ -135,7 +141,7 @@ def build_dcgan(cfg, spec) -> GanNetworks:
     channels, size = check_image_spec(spec, "dcgan")
     G = DcganGenerator(cfg.latent_dim, channels, size, cfg.g_features, cfg.upsample)
     D = DcganDiscriminator(channels, size, cfg.d_features, discriminator_norm(cfg),
-                           cfg.d_dropout, cfg.minibatch_std)
+                           cfg.d_dropout, cfg.minibatch_std, cfg.batch_variance)
     G.apply(dcgan_init)
     D.apply(dcgan_init)
     return GanNetworks(G=G, D=D, latent_dim=cfg.latent_dim, value_range=SYMMETRIC)

@@ -12,6 +12,7 @@ from torch import nn
 from ganlab.images import SYMMETRIC, UNIT
 from ganlab.models.base import (
     MODELS,
+    BatchVariance,
     GanNetworks,
     MinibatchStd,
 )
@@ -53,9 +54,12 @@ class MlpGenerator(nn.Module):
 
 class MlpDiscriminator(nn.Module):
     def __init__(self, hidden: list[int], shape: tuple[int, ...], dropout: float,
-                 minibatch_std: bool = False):
+                 minibatch_std: bool = False, batch_variance: bool = False):
         super().__init__()
-        layers = mlp([math.prod(shape), *hidden, 1], dropout)
+        inputs = math.prod(shape)
+        layers = mlp([inputs * (2 if batch_variance else 1), *hidden, 1], dropout)
+        if batch_variance:  # each input's variance over the batch, beside the input
+            layers.insert(0, BatchVariance())
         if minibatch_std:  # one more feature before the scoring layer
             last = layers.pop()
             layers += [MinibatchStd(), nn.Linear(last.in_features + 1, 1)]
@@ -78,5 +82,6 @@ def build_mlp_gan(cfg, spec) -> GanNetworks:
             raise UserError("model.output=linear does not give images; use sigmoid or tanh")
         value_range = UNIT if output == Output.sigmoid else SYMMETRIC
     G = MlpGenerator(cfg.latent_dim, list(cfg.g_hidden), spec.shape, output)
-    D = MlpDiscriminator(list(cfg.d_hidden), spec.shape, cfg.d_dropout, cfg.minibatch_std)
+    D = MlpDiscriminator(list(cfg.d_hidden), spec.shape, cfg.d_dropout, cfg.minibatch_std,
+                         cfg.batch_variance)
     return GanNetworks(G=G, D=D, latent_dim=cfg.latent_dim, value_range=value_range)

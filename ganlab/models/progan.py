@@ -220,6 +220,9 @@ def build_progan(cfg, spec) -> GanNetworks:
     if cfg.d_dropout:
         raise UserError("model.d_dropout does not apply to model=progan (Karras' discriminator "
                         "has no dropout)")
+    if cfg.batch_variance:
+        raise UserError("model.batch_variance does not apply to model=progan (its discriminator "
+                        "always has Karras' minibatch std)")
     n = n_stages_for(width)
     G = ProganGenerator(cfg.latent_dim, channels, n, cfg.max_features, cfg.min_features)
     D = ProganDiscriminator(channels, n, cfg.max_features, cfg.min_features)
