@@ -28,7 +28,7 @@ def test_registry_lists_choices():
         (["-m", "loss=lsgan,hinj"], ["unknown loss 'hinj'", "wgan_gp"]),
         (["trainer.max_stepz=3"], ["trainer.max_stepz", "not in 'TrainerConfig'"]),
         (["trainer.max_steps=abc"], ["trainer.max_steps", "could not be converted to Integer"]),
-        (["model.upsample=bilinear"], ["expected one of [transposed, nearest]"]),
+        (["model.upsample=bicubic"], ["expected one of [transposed, nearest, bilinear]"]),
         (["-m", "trainer.batch_size=8,x"], ["trainer.batch_size"]),
         (["resume=nowhere/last.pt"], ["checkpoint nowhere/last.pt does not exist"]),
         (["trainer.batch_size=0"], ["trainer.batch_size=0 is outside its range [1, inf)"]),
