@@ -64,6 +64,21 @@ def save_png(image: torch.Tensor, path: str | Path) -> None:
     pil.save(path)
 
 
+def save_gif(frames: list[Path], path: Path, seconds_per_frame: float = 0.25) -> None:
+    """An animated GIF of PNG files, in order, looping; frames of another size (ProGAN's
+    growing grids) are resized to the last one's. Written under a temporary name, then
+    renamed."""
+    from PIL import Image
+
+    images = [Image.open(f).convert("RGB") for f in frames]
+    size = images[-1].size
+    images = [im if im.size == size else im.resize(size, Image.NEAREST) for im in images]
+    partial = path.with_name(f".{path.name}.part")
+    images[0].save(partial, format="GIF", save_all=True, append_images=images[1:],
+                   duration=int(seconds_per_frame * 1000), loop=0)
+    partial.replace(path)
+
+
 def figure_to_uint8(fig) -> torch.Tensor:
     """A matplotlib Figure drawn on the Agg canvas (no pyplot, no global state): uint8 (3, H, W)."""
     import numpy as np

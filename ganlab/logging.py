@@ -67,7 +67,9 @@ class RunLogger:
             save_png(image, self.samples_dir / f"step_{step}{suffix}.png")
 
     def final(self, metrics: Mapping[str, float]) -> None:
-        """metrics.json, and the run's hparams with its final metrics for TensorBoard's table."""
+        """metrics.json, the run's hparams with its final metrics for TensorBoard's table, and
+        samples/progress.gif: every sample grid of the run in step order (two or more)."""
+        self._animate_samples()
         finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         from torch.utils.tensorboard.summary import hparams
@@ -82,6 +84,17 @@ class RunLogger:
         step = int(metrics.get("step", 0))
         for k, v in shown.items():
             self.writer.add_scalar(k, v, step)
+
+    def _animate_samples(self) -> None:
+        from ganlab.images import save_gif
+
+        steps = {}
+        for png in self.samples_dir.glob("step_*.png"):
+            number = png.stem.removeprefix("step_")
+            if number.isdigit():  # the main grid; named extras (step_<N>_<name>.png) aside
+                steps[int(number)] = png
+        if len(steps) >= 2:
+            save_gif([steps[s] for s in sorted(steps)], self.samples_dir / "progress.gif")
 
     def close(self) -> None:
         self.writer.close()

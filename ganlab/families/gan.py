@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -450,16 +451,44 @@ class GanFamily(Family):
     def visuals(self) -> dict[str, torch.Tensor]:
         fake = self.generate(self.fixed_z, self.fixed_labels)
         if self.spec.kind == "points":
-            from ganlab.metrics.toy import scatter_image
+            from ganlab.metrics.toy import density_image, scatter_image
 
-            if not self.spec.modes:  # points without known modes (a plugin's 2-D toy)
-                return {"samples": scatter_image(fake.cpu())}
-            centres = torch.tensor(self.spec.modes)
-            return {"samples": scatter_image(fake.cpu(), None, centres, self.spec.mode_std)}
+            # known modes draw the data; a plugin's toy without them shows the samples alone
+            centres = torch.tensor(self.spec.modes) if self.spec.modes else None
+            std = self.spec.mode_std if self.spec.modes else None
+            d_of_x, d_label = self._d_picture()
+            if fake.shape[1] == 1:  # the lectures' picture: densities and D(x) on a line
+                return {"samples": density_image(fake.cpu(), centres, std, d_of_x, d_label)}
+            # D's surface only where it is a probability: a rescaled score has no 0.5 contour
+            surface = d_of_x if d_label == "D(x)" else None
+            return {"samples": scatter_image(fake.cpu(), None, centres, std, surface=surface)}
         # conditional: one row per class
         nrow = (len(fake) // self.num_classes if self.num_classes
                 else math.ceil(math.sqrt(fake.shape[0])))
         return {"samples": make_grid(self.to_uint8(self.shown(fake)).cpu(), nrow=nrow)}
+
+    def _d_picture(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+        """D as a function of points for the toy pictures, and its legend: the probability of
+        "real" for the logit losses, LSGAN's score on the scale from fake_label to
+        real_label (clamped to [0, 1]); other critics' scores (hinge, WGAN) rescaled to
+        [0, 1] over the points asked, and said so."""
+
+        @torch.no_grad()
+        def d_of_x(points: torch.Tensor) -> torch.Tensor:
+            was_training = self.D.training
+            self.D.eval()
+            scores = self.D(points.to(self.device)).float().cpu()
+            self.D.train(was_training)
+            if self.loss.outputs_logits:
+                return torch.sigmoid(scores)
+            if self.loss.uses_labels:  # LSGAN
+                scale = self.real_label - self.fake_label
+                return ((scores - self.fake_label) / scale).clamp(0, 1)
+            low, high = scores.min(), scores.max()
+            return (scores - low) / (high - low).clamp_min(1e-12)
+
+        plain = self.loss.outputs_logits or self.loss.uses_labels
+        return d_of_x, "D(x)" if plain else "D(x), rescaled to [0, 1]"
 
     # --- state ---------------------------------------------------------------------------
 

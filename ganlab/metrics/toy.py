@@ -1,4 +1,5 @@
-"""Mode-collapse metrics and scatter plots for the 2-D Gaussian-mixture toy datasets.
+"""Mode-collapse metrics and pictures for the Gaussian-mixture toys: scatter plots of the 2-D
+ones (with D's surface under them), the lectures' density picture of the 1-D one.
 
 The metrics follow the usual protocol of the mode-collapse benchmarks (Metz et al., unrolled
 GANs; VEEGAN; PacGAN): every sample is assigned to its nearest mode centre and counts as
@@ -8,6 +9,7 @@ GANs; VEEGAN; PacGAN): every sample is assigned to its nearest mode centre and c
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -16,17 +18,20 @@ from matplotlib.figure import Figure
 
 from ganlab.images import figure_to_uint8
 
-__all__ = ["mode_metrics", "scatter_image"]
+__all__ = ["density_image", "mode_metrics", "scatter_image"]
 
 # A sample this many mixture standard deviations from its centre is still "high quality".
 QUALITY_STDS = 3.0
+SURFACE_STEPS = 96  # D's surface under a 2-D scatter plot: evaluated on a 96 x 96 grid
+LINE_POINTS = 400  # the 1-D picture: densities and D(x) at 400 points of x
 
 
-def _check_points(name: str, x: torch.Tensor) -> None:
+def _check_points(name: str, x: torch.Tensor, dims: int | None = 2) -> None:
+    """x: (N, dims) points (any width when dims is None)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 2 or x.shape[1] != 2:
-        raise ValueError(f"{name} must have shape (N, 2), got {tuple(x.shape)}")
+    if x.dim() != 2 or (dims is not None and x.shape[1] != dims):
+        raise ValueError(f"{name} must have shape (N, {dims or 'D'}), got {tuple(x.shape)}")
 
 
 def mode_metrics(
@@ -35,7 +40,8 @@ def mode_metrics(
     std: float,
     min_share: float = 0.2,
 ) -> dict[str, float]:
-    """Mode coverage of 2-D samples against a mixture of K Gaussians with a shared std.
+    """Mode coverage of samples (N, D) against a mixture of K Gaussians (centres (K, D)) with a
+    shared std: the 2-D toys, and gauss1d.
 
     Returns a dict of Python floats:
 
@@ -52,8 +58,8 @@ def mode_metrics(
     Raises ``ValueError`` for wrong shapes, no samples/centres, or a non-positive ``std``
     (``TypeError`` if an argument is not a tensor).
     """
-    _check_points("samples", samples)
-    _check_points("centres", centres)
+    _check_points("samples", samples, None)
+    _check_points("centres", centres, samples.shape[1])
     n, k = samples.shape[0], centres.shape[0]
     if n == 0:
         raise ValueError("samples is empty")
@@ -117,8 +123,13 @@ def scatter_image(
     std: float | None = None,
     size_px: int = 384,
     title: str | None = None,
+    surface: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Scatter plot of 2-D samples as a uint8 ``(3, size_px, size_px)`` tensor (CHW, RGB).
+
+    ``surface``: D as a function of (M, 2) points, returning (M,) probabilities of "real";
+    drawn under the points as a heat map over the plot (red: D says real, blue: fake) with
+    D's 0.5 contour.
 
     Real samples are small grey dots, fake samples small translucent blue dots, mode centres red
     crosses with a circle of radius ``3 * std`` (the high-quality region) when ``std`` is given.
@@ -143,6 +154,17 @@ def scatter_image(
     def np_points(t: torch.Tensor) -> np.ndarray:
         return t.detach().to("cpu", torch.float32).numpy()
 
+    if surface is not None:
+        xs = torch.linspace(x0, x1, SURFACE_STEPS)
+        ys = torch.linspace(y0, y1, SURFACE_STEPS)
+        gx, gy = torch.meshgrid(xs, ys, indexing="xy")
+        values = surface(torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1))
+        grid = values.detach().to("cpu", torch.float32).reshape(SURFACE_STEPS, SURFACE_STEPS)
+        ax.imshow(grid.numpy(), extent=(x0, x1, y0, y1), origin="lower", cmap="coolwarm",
+                  vmin=0.0, vmax=1.0, alpha=0.45, zorder=0, interpolation="bilinear")
+        if float(grid.min()) < 0.5 < float(grid.max()):
+            ax.contour(xs.numpy(), ys.numpy(), grid.numpy(), levels=[0.5], colors="0.3",
+                       linewidths=0.6, zorder=1)
     if real is not None and real.shape[0] > 0:
         r = np_points(real)
         ax.scatter(r[:, 0], r[:, 1], s=2, c="0.6", linewidths=0, zorder=2)
@@ -178,4 +200,75 @@ def scatter_image(
     if title is not None:
         fig.suptitle(title, fontsize=9, y=0.98)
 
+    return figure_to_uint8(fig)
+
+
+def density_image(
+    fake: torch.Tensor,
+    centres: torch.Tensor | None,
+    std: float | None,
+    d_of_x: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    d_label: str = "D(x)",
+    size_px: tuple[int, int] = (512, 320),
+    title: str | None = None,
+) -> torch.Tensor:
+    """The lectures' picture of GAN training on a line (Goodfellow et al. 2014, figure 1) as a
+    uint8 (3, H, W) tensor: the data density (black dots: the mixture of Gaussians at
+    ``centres`` (K, 1) with ``std``, equal weights), the generator's density (green: a
+    histogram of the samples ``fake`` (N, 1), normalised) and D(x) (blue, dashed): ``d_of_x``
+    maps (M, 1) points to (M,) probabilities of "real". The x range covers the data (4 std
+    around the centres) and the samples' 1st to 99th percentile, so frames share their axes
+    while G stays near the data (without centres: no data density)."""
+    _check_points("fake", fake, 1)
+    samples = fake.detach().to("cpu", torch.float64).flatten()
+    if centres is not None:
+        _check_points("centres", centres, 1)
+        if std is None or not (math.isfinite(std) and std > 0):
+            raise ValueError(f"std must be a positive finite number, got {std!r}")
+        c = centres.detach().to("cpu", torch.float64).flatten()
+        low, high = float(c.min()) - 4 * std, float(c.max()) + 4 * std
+    finite = samples[torch.isfinite(samples)]
+    if len(finite):  # G's samples stay in the picture wherever they are (1st-99th percentile)
+        spread = torch.quantile(finite, torch.tensor([0.01, 0.99], dtype=torch.float64))
+        if centres is None:
+            low, high = float(spread[0]), float(spread[1])
+        low, high = min(low, float(spread[0])), max(high, float(spread[1]))
+    elif centres is None:
+        low, high = -1.0, 1.0
+    high = max(high, low + 1e-3)
+    span = high - low
+    low, high = low - 0.25 * span, high + 0.25 * span
+    xs = torch.linspace(low, high, LINE_POINTS, dtype=torch.float64)
+    pdf = None
+    if centres is not None:
+        pdf = torch.exp(-0.5 * ((xs[:, None] - c[None]) / std) ** 2).mean(dim=1)
+        pdf = pdf / (std * math.sqrt(2 * math.pi))
+
+    dpi = 100
+    fig = Figure(figsize=(size_px[0] / dpi, size_px[1] / dpi), dpi=dpi)
+    ax = fig.add_axes((0.08, 0.1, 0.9, 0.8 if title else 0.86))
+    bins = 80
+    inside = samples[(samples >= low) & (samples <= high)]
+    if len(inside):
+        # a density: normalised by all samples, so mass G puts outside the range is missing
+        weights = torch.full_like(inside, bins / (len(samples) * (high - low)))
+        heights, _, _ = ax.hist(inside.numpy(), bins=bins, range=(low, high),
+                                weights=weights.numpy(), color="tab:green", alpha=0.5,
+                                label="generator density")
+        top = max(1.05, float(heights.max()) * 1.1)
+    else:
+        top = 1.05
+    if pdf is not None:
+        ax.plot(xs.numpy(), pdf.numpy(), ":", color="black", linewidth=1.6, label="data density")
+        top = max(float(pdf.max()) * 1.3, top)
+    if d_of_x is not None:
+        d = d_of_x(xs[:, None].float()).detach().to("cpu", torch.float64).flatten()
+        ax.plot(xs.numpy(), d.numpy(), "--", color="tab:blue", linewidth=1.4, label=d_label)
+    ax.set_xlim(low, high)
+    ax.set_ylim(0.0, top)
+    ax.set_xlabel("x", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, loc="upper right", frameon=False)
+    if title is not None:
+        fig.suptitle(title, fontsize=9, y=0.98)
     return figure_to_uint8(fig)
