@@ -50,7 +50,13 @@ class RunLogger:
         self.steps_log.addHandler(self._file)
         self.steps_log.setLevel(logging.INFO)
 
-    def config_text(self) -> None:
+    def config_text(self, command: str = "") -> None:
+        """The Text tab: the command that reproduces the run and what ganlab ran it, then the
+        whole config."""
+        from ganlab.provenance import source_version
+
+        if command:
+            self.writer.add_text("command", f"    {command}\n\n{source_version()}")
         text = OmegaConf.to_yaml(self.cfg)
         self.writer.add_text("config", "\n".join("    " + line for line in text.splitlines()))
 
@@ -105,7 +111,7 @@ class RunLogger:
 class NullLogger:
     """What the processes other than rank 0 log under torchrun: nothing."""
 
-    def config_text(self) -> None:
+    def config_text(self, command: str = "") -> None:
         pass
 
     def scalars(self, values: Mapping[str, float], step: int, total: int) -> None:

@@ -27,6 +27,7 @@ from ganlab.families.base import Family
 from ganlab.logging import NullLogger, RunLogger
 from ganlab.metrics import primary_metric
 from ganlab.metrics.samples import SampleMetrics
+from ganlab.provenance import command_line
 
 log = logging.getLogger("ganlab")
 
@@ -293,7 +294,8 @@ class Loop:
         self.replicas.decorrelate_rng(int(cfg.trainer.seed), self.step)
         logger = (RunLogger(self.run_dir, cfg, purge_step=self.step if resume else None)
                   if main else NullLogger())
-        logger.config_text()
+        resumed = [f"resume={resume}"] if resume else []
+        logger.config_text(command_line([*self.overrides, *resumed]))
         self.family.train()
         last_losses: dict[str, float] = {}
         metrics: dict[str, float] = {}

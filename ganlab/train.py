@@ -23,6 +23,7 @@ from ganlab.loop import Loop
 from ganlab.metrics.samples import SampleMetrics, wants_heldout
 from ganlab.plugins import discover
 from ganlab.preflight import RESUME_AUTO
+from ganlab.provenance import command_line, source_version
 from ganlab.runtime import flush_denormals, speed_switches
 from ganlab.sweep import LAUNCH, to_train_log
 
@@ -120,6 +121,8 @@ def main(cfg: DictConfig) -> float | None:
     LAUNCH.task_started = True
     hydra_cfg = HydraConfig.get()
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
+    log.info("command: %s", command_line(list(hydra_cfg.overrides.task)))
+    log.info("source: %s", source_version())
     try:
         train(cfg, Path(hydra_cfg.runtime.output_dir), overrides)
     except UserError as e:

@@ -192,3 +192,19 @@ def test_a_failed_sweep_job_does_not_stop_the_others(workdir):
     jobs = sorted((workdir / "outputs" / "multirun").glob("*/*/[0-9]*"))
     assert "non-finite loss" in (jobs[0] / "train.log").read_text()
     assert (jobs[1] / "checkpoints" / "last.pt").is_file()  # the second job still trained
+
+
+def test_the_command_and_the_source_lead_train_log_and_the_text_tab(tmp_path):
+    from conftest import read_events, train_in_process
+
+    import ganlab
+
+    args = [*TINY, "model.lr_d=3e-4", "hydra.run.dir=run"]
+    train_in_process(args, tmp_path)
+    lines = (tmp_path / "run" / "train.log").read_text().splitlines()
+    command = "python -m ganlab train " + " ".join(args[:-1])  # hydra.* settings aside
+    assert lines[0].endswith(f"command: {command}"), lines[:2]
+    assert f"source: ganlab {ganlab.__version__}" in lines[1], lines[:2]
+    events = read_events(tmp_path / "run" / "tb")
+    text = events.Tensors("command/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert command in text and f"ganlab {ganlab.__version__}" in text
