@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import train_in_process
+from conftest import assert_bad_input, run_cli, train_in_process
 from PIL import Image
 
 from ganlab.metrics.toy import density_image, mode_metrics, scatter_image
@@ -77,3 +77,9 @@ def test_gauss1d_run_draws_the_lectures_picture_and_an_animation(tmp_path):
     assert picture.shape[1] > picture.shape[0]  # a wide line plot, not a square scatter
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["modes_total"] == 2
+
+
+def test_gauss1d_without_centres_is_bad_input(workdir):
+    result = run_cli(["train", "model=mlp_gan", "dataset=gauss1d", "dataset.means=[]",
+                      "trainer.max_steps=2", "device=cpu"], workdir)
+    assert_bad_input(result, "dataset.means needs at least one centre")

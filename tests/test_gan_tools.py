@@ -306,6 +306,16 @@ def test_d_pretraining_trains_d_alone_on_real_against_random_images():
     assert noise.min() >= -1 and noise.max() <= 1 and float(noise.std()) > 0.5
     assert fam.extra_state()["d_pretrained"] == 2 and fam.updates == 0
     assert "loss/G" in fam.train_step(batch(8, seed=2))  # then the GAN game
+    fam.run_length = 3
+    with pytest.raises(UserError, match="d_pretrain_steps=2 leaves no step for the GAN"):
+        fam.run_length = 2  # what the loop sets before training: a run of pretraining only
+
+
+def test_a_run_of_pretraining_only_is_bad_input_before_training(workdir):
+    result = run_cli(["train", *TINY, "model.d_pretrain_steps=4", "hydra.run.dir=run"],
+                     workdir)
+    assert_bad_input(result, "model.d_pretrain_steps=4 leaves no step for the GAN")
+    assert not (workdir / "run" / "checkpoints").exists()
 
 
 def test_ds_decisions_as_a_confusion_matrix_real_is_positive():

@@ -406,6 +406,19 @@ class GanFamily(Family):
         self.updates += 1
         return {**{k: v.detach() for k, v in out.items()}, **logged}
 
+    @property
+    def run_length(self) -> int | None:
+        return getattr(self, "_run_length", None)
+
+    @run_length.setter
+    def run_length(self, steps: int | None) -> None:
+        """Set by the loop before training: a run that D's pretraining would fill is refused."""
+        if steps is not None and 0 < steps <= self.d_pretrain_steps:
+            raise UserError(f"model.d_pretrain_steps={self.d_pretrain_steps} leaves no step for "
+                            f"the GAN in this {steps}-step run; set trainer.max_steps above it "
+                            "(pretraining steps count in the run)")
+        self._run_length = steps
+
     def _pretrain_d(self, batches: list) -> dict[str, torch.Tensor]:
         """One step of model.d_pretrain_steps: D alone, on real images against images of
         uniform noise over the real batch's value range (G does not move)."""
