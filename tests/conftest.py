@@ -216,8 +216,9 @@ def one_thread():
 
 @pytest.fixture
 def no_download(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every torchvision MNIST/Fashion-MNIST download fails at once (FashionMNIST inherits
-    MNIST.download); returns the classes that tried."""
+    """Every torchvision MNIST/Fashion-MNIST and CIFAR-10/100 download fails at once
+    (FashionMNIST inherits MNIST.download, CIFAR100 CIFAR10's); returns the classes that
+    tried."""
     from torchvision import datasets
 
     calls: list[str] = []
@@ -227,6 +228,7 @@ def no_download(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         raise OSError("network disabled in tests")
 
     monkeypatch.setattr(datasets.MNIST, "download", fail)
+    monkeypatch.setattr(datasets.CIFAR10, "download", fail)
     return calls
 
 

@@ -97,7 +97,8 @@ def build_cgan(cfg, spec) -> GanNetworks:
     k = spec.num_classes
     if k < 2:
         raise UserError(f"model=cgan needs a labelled dataset (class labels to condition on); "
-                        f"{spec.name!r} has none (use mnist, fashion_mnist or synthetic)")
+                        f"{spec.name!r} has none (use mnist, fashion_mnist, cifar10, cifar100, "
+                        "synthetic, or dataset=folder with one sub-folder per class)")
     G = ConditionalGenerator(cfg.latent_dim, k, cfg.embed_dim, channels, size, cfg.g_features,
                              cfg.upsample)
     extra = k if cfg.conditioning == Conditioning.concat else 0
