@@ -95,6 +95,21 @@ def train_in_process(args: list[str], cwd: Path) -> None:
         torch.set_flush_denormal(flushing)  # the run turned it on
 
 
+def train_refused_in_process(args: list[str], cwd: Path,
+                             capsys) -> subprocess.CompletedProcess:
+    """`python -m ganlab train ARGS` in this process (as train_in_process) for a run that must
+    be refused: its exit code and what it printed, for assert_bad_input."""
+    capsys.readouterr()
+    try:
+        train_in_process(args, cwd)
+    except AssertionError as e:
+        code = int(str(e).rsplit("exited ", 1)[1])
+    else:
+        code = 0
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
 def signal_training(args: list[str], cwd: Path, ready, sig: int = signal.SIGINT,
                     timeout: float = 120) -> tuple[int, str]:
     """Start `python -m ganlab train ARGS`, send `sig` once ready() holds (polled), and

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, assert_bad_input, in_dir, run_cli, train_in_process
+from conftest import TINY, assert_bad_input, in_dir, train_in_process, train_refused_in_process
 from omegaconf import OmegaConf
 
 from ganlab import __main__
@@ -46,6 +46,9 @@ def fake_cifar10(data_dir: Path, n: int = N_PER_FILE, skip: str | None = None) -
         files[name] = (images, labels)
         if name != skip:
             write_batch(root / name, images, labels, "labels")
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+             "truck"]
+    (root / "batches.meta").write_bytes(pickle.dumps({"label_names": names}, protocol=2))
     return files
 
 
@@ -61,6 +64,7 @@ def test_cifar10_reads_the_batches_in_order(tmp_path: Path, no_download: list[st
     assert torch.equal(data.x, torch.from_numpy(np.concatenate([x for x, _ in train])))
     assert data.y.tolist() == [label for _, labels in train for label in labels]
     assert data.spec.shape == (3, 32, 32) and data.spec.num_classes == 10
+    assert data.spec.class_names[3] == "cat"  # from batches.meta
     assert data.x[0, :, 0, 0].tolist() == [200, 100, 30]  # R, G, B planes in that order
     # the official test split is the held-out data, not a slice of training
     test_x, test_y = files["test_batch"]
@@ -88,6 +92,7 @@ def test_cifar100_reads_fine_labels(tmp_path: Path) -> None:
     write_batch(root / "test", images[:2], [1, 2], "fine_labels")
     data = build_dataset(cifar_cfg(name="cifar100"), tmp_path, seed=0, heldout=True)
     assert data.y.tolist() == [0, 99, 5, 5, 7, 42] and data.spec.num_classes == 100
+    assert data.spec.class_names is None  # no meta file: the labels stay numbers
     assert data.heldout.y.tolist() == [1, 2]
 
 
@@ -160,8 +165,7 @@ def test_classifier_and_attack_on_cifar10(cifar_dir: Path, capsys) -> None:
     assert "official test split" in result["heldout_data"]  # attacked on unseen images
 
 
-def test_missing_cifar_is_bad_input_before_training(tmp_path: Path) -> None:
-    result = run_cli(["train", "dataset=cifar10", "device=cpu"], tmp_path,
-                     env={"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"})
+def test_missing_cifar_is_bad_input_before_training(tmp_path: Path, capsys) -> None:
+    result = train_refused_in_process(["dataset=cifar10", "device=cpu"], tmp_path, capsys)
     assert_bad_input(result, "cifar10 is not complete", "cifar-10-python.tar.gz")
     assert not list(tmp_path.glob("outputs/*/*/checkpoints/*"))

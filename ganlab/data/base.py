@@ -22,6 +22,7 @@ class DataSpec:
     mode_std: float = 0.0  # toys: the std of each mode
     # attribute names when y holds a 0/1 matrix (N, len(attributes)) instead of class labels
     attributes: tuple[str, ...] | None = None
+    class_names: tuple[str, ...] | None = None  # label k's name, when the data has names
 
     def to_dict(self) -> dict:
         return {
@@ -32,6 +33,7 @@ class DataSpec:
             "modes": [list(m) for m in self.modes] if self.modes is not None else None,
             "mode_std": self.mode_std,
             "attributes": list(self.attributes) if self.attributes is not None else None,
+            "class_names": list(self.class_names) if self.class_names is not None else None,
         }
 
     @classmethod
@@ -45,6 +47,8 @@ class DataSpec:
             modes=modes,
             mode_std=d.get("mode_std", 0.0),
             attributes=tuple(d["attributes"]) if d.get("attributes") is not None else None,
+            class_names=(tuple(d["class_names"]) if d.get("class_names") is not None
+                         else None),
         )
 
 

@@ -125,6 +125,18 @@ def _read_batch(path: Path, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, NATIVE_SIZE, NATIVE_SIZE), labels
 
 
+def _class_names(root: Path, layout: Layout) -> tuple[str, ...] | None:
+    """The label names from the meta file (batches.meta / meta), when it is there and sane:
+    they only label pictures, so a missing or odd file is no reason to stop."""
+    try:
+        with open(root / layout.cls.meta["filename"], "rb") as f:
+            names = pickle.load(f, encoding="latin1")[layout.cls.meta["key"]]
+    except Exception:
+        return None
+    names = tuple(str(n) for n in names)
+    return names if len(names) == layout.num_classes else None
+
+
 def _load(cfg, data_dir: Path, split: str) -> InMemoryDataset:
     name = cfg.name
     layout = LAYOUTS[name]
@@ -154,7 +166,7 @@ def _load(cfg, data_dir: Path, split: str) -> InMemoryDataset:
         origin += "; grayscale"
     x = resize_uint8(x, cfg.image_size)
     spec = DataSpec(name, kind="image", shape=(cfg.channels, cfg.image_size, cfg.image_size),
-                    num_classes=layout.num_classes)
+                    num_classes=layout.num_classes, class_names=_class_names(root, layout))
     return InMemoryDataset(spec, x.contiguous(), y.contiguous(), source=origin)
 
 

@@ -34,6 +34,23 @@ def list_images(folder: Path) -> list[str]:
         return []
 
 
+def list_images_recursive(folder: Path) -> list[str]:
+    """The image files under `folder` and its sub-folders, as sorted POSIX paths relative to
+    it; hidden files and folders (".git", ".cache") are left out."""
+    found = []
+    for parent, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        base = Path(parent).relative_to(folder)
+        found += [(base / f).as_posix() for f in files
+                  if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith(".")]
+    return sorted(found)
+
+
+# a `crop` for decode(): the largest centred square (torchvision's Resize(size) followed by
+# CenterCrop(size), with the crop taken first so the resize never sees the cut-off sides)
+CENTRE_SQUARE = 1 << 30
+
+
 def decode(path: Path, size: int, crop: int | None = None, channels: int = 3,
            resample: int = Image.BILINEAR) -> np.ndarray | None:
     """One image as uint8 (size, size, channels), or None if it cannot be read.
