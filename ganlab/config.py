@@ -258,6 +258,15 @@ class EvalConfig:
     inception_weights: str | None = None  # weights-inception-2015-12-05-6726825d.pth
 
 
+@dataclass
+class DataConfig:
+    # the training set is copied to the training device when it takes at most this many bytes,
+    # and streamed from host memory (a memory map of its cache file, when it has one) in
+    # prefetched batches otherwise; null: half of the device's free memory (CUDA) or of the
+    # available RAM (CPU); 0: always stream. The same batches come either way
+    max_device_bytes: int | None = ranged(None, "[0, inf)")
+
+
 # The run config's root is conf/config.yaml: trainer, log and eval typed by the schemas above,
 # then dataset, model (the family's settings) and what the model's file brings along (loss for
 # GANs, defense for classifiers), then data_dir, device and resume. It has no dataclass of its
@@ -342,6 +351,7 @@ def register_configs() -> None:
     register_schema(None, "trainer", TrainerConfig)
     register_schema(None, "log", LogConfig)
     register_schema(None, "eval", EvalConfig)
+    register_schema(None, "data", DataConfig)
     for name, node in (("image", ImageDatasetConfig), ("toy", ToyDatasetConfig),
                        ("synthetic", SyntheticDatasetConfig), ("celeba", CelebaDatasetConfig),
                        ("unpaired", UnpairedDatasetConfig), ("red2blue", Red2BlueDatasetConfig)):

@@ -195,6 +195,8 @@ class ShardedBatches:
         self.rank, self.world = replicas.rank, replicas.world
         self.batch_size = batches.batch_size
         self.batches_per_epoch = batches.batches_per_epoch // self.world
+        if self.world > 1 and hasattr(batches, "prefetch"):
+            batches.prefetch = False  # the batch after this replica's is another replica's
 
     def __iter__(self):
         return self
@@ -202,9 +204,12 @@ class ShardedBatches:
     def __next__(self):
         mine = None
         for i in range(self.world):  # the others' batches are drawn too: the RNG stays in step
-            batch = next(self.inner)
             if i == self.rank:
-                mine = batch
+                mine = next(self.inner)
+            elif hasattr(self.inner, "skip"):  # drawn, not read
+                self.inner.skip()
+            else:  # two-domain batches draw their crops as they read
+                next(self.inner)
         return mine
 
     def state_dict(self) -> dict:

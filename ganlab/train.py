@@ -15,6 +15,7 @@ from ganlab.amp import Amp
 from ganlab.checkpoint import LAST, seed_everything
 from ganlab.config import CONF_DIR, check_ranges  # importing config registers the schema
 from ganlab.data import build_dataset
+from ganlab.data.stream import place
 from ganlab.distributed import Replicas, sync_batchnorm
 from ganlab.errors import UserError, fail
 from ganlab.families import FAMILIES, check_family_data
@@ -64,9 +65,10 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, flo
     family_cls = FAMILIES.get(cfg.model.family)
     with replicas.main_first():  # under torchrun, one process downloads and caches
         data = build_dataset(cfg.dataset, Path(cfg.data_dir), cfg.trainer.seed,
-                             heldout=family_cls.wants_heldout(cfg) or wants_heldout(cfg))
+                             heldout=family_cls.wants_heldout(cfg) or wants_heldout(cfg),
+                             mapped=True)
     log.info("data: %s", data.source)
-    data = data.to(device)  # the held-out split too
+    data = place(data, device, cfg.data.max_device_bytes)  # the held-out split on the device
     family = family_cls(cfg, data.spec, device)
     family.amp = Amp(str(cfg.trainer.precision), device.type,
                      replicas=replicas if replicas.active else None)

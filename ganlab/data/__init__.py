@@ -30,16 +30,22 @@ def is_unpaired(cfg_dataset) -> bool:
     return dataset_builder(cfg_dataset) in UNPAIRED_BUILDERS
 
 
-def build_dataset(cfg_dataset, data_dir: str | Path, seed: int,
-                  heldout: bool = False) -> InMemoryDataset:
+def build_dataset(cfg_dataset, data_dir: str | Path, seed: int, heldout: bool = False,
+                  mapped: bool = False) -> InMemoryDataset:
     """Build the dataset named by cfg_dataset.name (an unknown name is a UserError).
 
     heldout=True guarantees `.heldout`: the dataset's own test split when it has one (MNIST's
-    t10k files), otherwise a fixed slice split off the training data.
+    t10k files), otherwise a fixed slice split off the training data. mapped=True leaves
+    training images read from a cache file as a memory map (for the streamed batches); by
+    default every example is in memory. The held-out split always is.
     """
     data = DATASETS.get(dataset_builder(cfg_dataset))(cfg_dataset, Path(data_dir), seed)
-    if not heldout or data.heldout is not None:  # some builders bring their test split
-        return data
-    if cfg_dataset.name in TEST_SPLITS:
+    if heldout and data.heldout is None and cfg_dataset.name in TEST_SPLITS:
         data.heldout = TEST_SPLITS.get(cfg_dataset.name)(cfg_dataset, Path(data_dir))
-    return data if data.heldout is not None else split_off_heldout(data)
+    if heldout and data.heldout is None:
+        data = split_off_heldout(data)
+    if not isinstance(data, InMemoryDataset):  # two-domain data (CycleGAN) is never mapped
+        return data
+    if data.heldout is not None:
+        data.heldout = data.heldout.materialized()
+    return data if mapped else data.materialized()

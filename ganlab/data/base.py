@@ -54,30 +54,60 @@ class DataSpec:
 
 @dataclass
 class InMemoryDataset:
-    """A whole small dataset as tensors: images as uint8, points as float32, labels as int64."""
+    """A dataset as tensors: images as uint8, points as float32, labels as int64.
+
+    Images read from a cache file may be a memory map of it (`mapped`): rows are read from
+    disk when indexed, so a dataset larger than memory costs nothing until used. A subset of
+    mapped images keeps the map and the row numbers (`rows`) instead of copying them;
+    `materialized()` copies them into memory, which the training device's copy and every
+    consumer of `.x` other than the streamed batches need (build_dataset does it unless the
+    caller streams)."""
 
     spec: DataSpec
-    x: torch.Tensor
+    x: torch.Tensor  # with `rows`: the backing images, of which this dataset is x[rows]
     y: torch.Tensor | None = None
     source: str = ""  # one line saying where the data came from (recorded in the run log)
     notes: list[str] = field(default_factory=list)
     # real examples kept out of training, for the families that measure on unseen data
     heldout: InMemoryDataset | None = None
+    rows: torch.Tensor | None = None  # this dataset's rows of x (None: all, in order)
+    mapped: bool = False  # x is a memory map of a cache file
 
     def __len__(self) -> int:
-        return self.x.shape[0]
+        return len(self.rows) if self.rows is not None else self.x.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of this dataset's examples (labels are small and left out)."""
+        return len(self) * self.x[0].nelement() * self.x.element_size() if len(self) else 0
+
+    def materialized(self) -> InMemoryDataset:
+        """The same examples as ordinary in-memory tensors (the held-out split too)."""
+        heldout = self.heldout.materialized() if self.heldout is not None else None
+        if self.rows is None and not self.mapped:
+            if heldout is self.heldout:
+                return self
+            x = self.x
+        else:
+            x = self.x[self.rows] if self.rows is not None else self.x.clone()
+        return InMemoryDataset(self.spec, x, self.y, self.source, self.notes, heldout)
 
     def to(self, device: torch.device) -> InMemoryDataset:
-        y = self.y.to(device) if self.y is not None else None
-        heldout = self.heldout.to(device) if self.heldout is not None else None
-        return InMemoryDataset(self.spec, self.x.to(device), y, self.source, self.notes, heldout)
+        data = self.materialized()
+        y = data.y.to(device) if data.y is not None else None
+        heldout = data.heldout.to(device) if data.heldout is not None else None
+        return InMemoryDataset(data.spec, data.x.to(device), y, data.source, data.notes, heldout)
 
     def batches(self, batch_size: int, seed: int) -> Batches:
         """The loop's stream of training batches over this dataset."""
-        return Batches(self, batch_size, seed)
+        return Batches(self.materialized(), batch_size, seed)
 
     def subset(self, index: torch.Tensor, source: str) -> InMemoryDataset:
         y = self.y[index] if self.y is not None else None
+        if self.mapped:  # keep the map: copying could need more memory than there is
+            index = index.cpu()
+            rows = self.rows[index] if self.rows is not None else index
+            return InMemoryDataset(self.spec, self.x, y, source, rows=rows, mapped=True)
         return InMemoryDataset(self.spec, self.x[index], y, source)
 
 
@@ -131,21 +161,36 @@ class Batches:
         self.position = 0
         self.order = self._permutation()
 
+    @property
+    def index_device(self) -> torch.device:
+        return self.data.x.device
+
     def _permutation(self) -> torch.Tensor:
-        return torch.randperm(len(self.data), generator=self.generator).to(self.data.x.device)
+        return torch.randperm(len(self.data), generator=self.generator).to(self.index_device)
 
-    def __iter__(self) -> Batches:
-        return self
-
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def next_index(self) -> torch.Tensor:
+        """The rows of the next batch (advances the position)."""
         if self.position >= self.batches_per_epoch:
             self.epoch += 1
             self.position = 0
             self.order = self._permutation()
         index = self.order[self.position * self.batch_size : (self.position + 1) * self.batch_size]
         self.position += 1
+        return index
+
+    def take(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         y = self.data.y[index] if self.data.y is not None else None
         return self.data.x[index], y
+
+    def skip(self) -> None:
+        """Move past one batch without reading it (another replica's, under torchrun)."""
+        self.next_index()
+
+    def __iter__(self) -> Batches:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.take(self.next_index())
 
     def state_dict(self) -> dict:
         return {
@@ -159,4 +204,4 @@ class Batches:
         self.generator.set_state(state["generator"])
         self.epoch = state["epoch"]
         self.position = state["position"]
-        self.order = state["order"].to(self.data.x.device)
+        self.order = state["order"].to(self.index_device)

@@ -219,6 +219,7 @@ def _load(cfg, data_dir: Path, split: str) -> InMemoryDataset:
     split = split if cfg.attributes else "all"  # a plain folder has no partition
     cache = _cache_path(cfg, root, split)
     blob = _read_cache(cache, cfg, len(listing)) if cfg.cache else None
+    mapped = blob is not None
     if blob is None:
         blob = _build_blob(cfg, root, split, len(listing), listing)
         if cfg.cache:
@@ -237,7 +238,7 @@ def _load(cfg, data_dir: Path, split: str) -> InMemoryDataset:
     source += f"; cache {cache}" if cfg.cache else "; no cache (dataset.cache=false)"
     spec = DataSpec("celeba", kind="image", shape=(3, size, size), num_classes=0,
                     attributes=tuple(blob["attributes"]) if cfg.attributes else None)
-    return InMemoryDataset(spec, x, blob["y"], source=source)
+    return InMemoryDataset(spec, x, blob["y"], source=source, mapped=mapped)
 
 
 @DATASETS.register("celeba")

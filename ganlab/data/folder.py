@@ -145,6 +145,11 @@ def build_folder(cfg, data_dir: Path, seed: int) -> InMemoryDataset:
         blob = _decode(cfg, root, names, classes, fingerprint)
         if cfg.cache:
             write_cache(cache, blob, f"folder {root.name}")
+            # read back as a memory map: the decoded copy is freed, so a dataset larger than
+            # memory can be streamed from its first run on
+            blob = read_cache(cache, f"folder {root.name}",
+                              lambda b: _check_blob(b, cfg, fingerprint, classes)) or blob
+    mapped = cfg.cache and cache.is_file()
 
     x, y = blob["x"], blob["y"]
     source = (f"folder: {len(x):,} images from {root}, {how}, centre square resized to "
@@ -158,4 +163,4 @@ def build_folder(cfg, data_dir: Path, seed: int) -> InMemoryDataset:
     spec = DataSpec("folder", kind="image", shape=(cfg.channels, cfg.image_size, cfg.image_size),
                     num_classes=len(classes) if classes is not None else 0,
                     class_names=tuple(classes) if classes is not None else None)
-    return InMemoryDataset(spec, x, y, source=source)
+    return InMemoryDataset(spec, x, y, source=source, mapped=mapped)

@@ -133,13 +133,15 @@ def write_cache(path: Path, blob: dict[str, Any], what: str) -> None:
 
 
 def read_cache(path: Path, what: str, check) -> dict[str, Any] | None:
-    """The cached blob, or None when absent or unreadable (a bad one is deleted).
+    """The cached blob, or None when absent or unreadable (a bad one is deleted). Its tensors
+    are memory maps of the file: rows are read from disk as they are indexed, so opening a
+    cache larger than memory is instant and costs no memory (the caller copies what it keeps).
 
     check(blob) raises ValueError unless the blob has the expected contents."""
     if not path.is_file():
         return None
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         check(blob)
     except Exception as e:  # truncated, garbage, an old format: rebuild rather than crash
         reason = (str(e).strip().splitlines() or [""])[0][:200]
