@@ -5,6 +5,10 @@ not a test).
     python scripts/bench.py [--device cpu] [--batch-size 64] [--scale 1.0 | --steps N]
                             [--precision 32|bf16|16] [--compile] [--channels-last]
                             [--repeat 3] [--only dcgan-28,vae] [--out bench.json]
+    python scripts/bench.py --streaming [--device cpu] [--images 5000,20000] [--steps 60]
+
+--streaming compares the streamed data path with the on-device one instead (speed and peak
+memory against the dataset's size): see scripts/bench_streaming.py.
 
 For each case the runner's number is `steady_steps_per_second` from the run's metrics.json
 (the training loop after its first min(50, steps / 5) steps, with logging, the progress bar,
@@ -288,9 +292,27 @@ def on_off(flag: bool) -> str:
     return "on" if flag else "off"
 
 
+def streaming_main(argv: list[str]) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_streaming
+
+    parser = argparse.ArgumentParser(description=bench_streaming.__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--images", default="5000,20000", help="dataset sizes, comma-separated")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--out", default="bench_streaming.json")
+    args = parser.parse_args(argv)
+    bench_streaming.main(args.device, [int(n) for n in args.images.split(",")], args.steps,
+                         args.repeat, args.out)
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--bare":
         bare_main(sys.argv[2])
+        return
+    if "--streaming" in sys.argv:
+        streaming_main([a for a in sys.argv[1:] if a != "--streaming"])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")

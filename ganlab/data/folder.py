@@ -128,8 +128,8 @@ def build_folder(cfg, data_dir: Path, seed: int) -> InMemoryDataset:
         raise UserError(f"dataset.channels must be 1 or 3 (got {cfg.channels})")
     root = Path(cfg.path).expanduser().resolve()
     if not root.is_dir():
-        raise UserError(f"dataset.path={cfg.path} is not a folder ({root} does not exist or is "
-                        "a file)")
+        raise UserError(f"dataset.path={cfg.path} is not a folder (it does not exist or is a "
+                        "file); give the folder that holds your images")
     names = list_images_recursive(root)[: cfg.max_images]
     if not names:
         raise UserError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)}, searched "
