@@ -230,9 +230,12 @@ class TrainerConfig:
 
 @dataclass
 class LogConfig:
-    every: int = ranged(50, "[0, inf)")  # scalars to TensorBoard and the progress bar
-    # sample grid to TensorBoard and samples/step_<N>.png
-    sample_every: int = ranged(500, "[0, inf)")
+    # scalars to TensorBoard and the progress bar every N steps; null: about 50 points per
+    # curve (every max_steps / 50 steps, at most every 50); 0: never
+    every: int | None = ranged(None, "[0, inf)")
+    # sample grid to TensorBoard and samples/step_<N>.png every N steps, and one at step 0;
+    # null: about 10 grids (every max_steps / 10 steps, at most every 500); 0: none
+    sample_every: int | None = ranged(None, "[0, inf)")
     n_samples: int = ranged(64, "[1, inf)")  # images in the sample grid (fixed noise)
     progress: bool = True  # tqdm progress bar
 
@@ -348,6 +351,9 @@ def schema(group: str, name: str):
 
 
 def register_configs() -> None:
+    from ganlab import run_names
+
+    run_names.register()  # the resolvers that name run dirs (conf/config.yaml's hydra.run.dir)
     register_schema(None, "trainer", TrainerConfig)
     register_schema(None, "log", LogConfig)
     register_schema(None, "eval", EvalConfig)

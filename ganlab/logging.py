@@ -32,13 +32,28 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# keys that say how a run was watched or where it ran, not what it trained: no HParams column
+NOT_HPARAMS = ("log.", "eval.", "data.", "data_dir", "device", "resume", "trainer.ckpt_every",
+               "trainer.keep_last", "trainer.compile", "trainer.channels_last",
+               "trainer.cudnn_benchmark", "trainer.sync_batchnorm")
+# what names the run, in this order after the overrides
+NAMING_HPARAMS = ("model.name", "dataset.name", "loss.name", "defense.name")
+# headline numbers in HParams beside the primary metric (when the run reports them)
+HEADLINE_METRICS = ("kid", "precision", "recall", "modes_covered", "heldout_recon",
+                    "label_agreement")
+
+
 class RunLogger:
-    def __init__(self, run_dir: Path, cfg: DictConfig, purge_step: int | None = None) -> None:
+    def __init__(self, run_dir: Path, cfg: DictConfig, purge_step: int | None = None,
+                 overrides: list[str] | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir = run_dir
         self.samples_dir = run_dir / "samples"
         self.cfg = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        self.overrides = overrides or []  # the command line's, which lead the HParams table
+        self.visual_notes: dict[str, str] = {}
+        self._described: set[str] = set()
         # purge_step drops events a killed run wrote after its last checkpoint
         self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)
         # step lines go to train.log only: on the console the progress bar shows them
@@ -60,6 +75,17 @@ class RunLogger:
         text = OmegaConf.to_yaml(self.cfg)
         self.writer.add_text("config", "\n".join("    " + line for line in text.splitlines()))
 
+    def dashboard(self, layout: Mapping[str, Mapping[str, list[str]]],
+                  visual_notes: Mapping[str, str]) -> None:
+        """A family's charts (TensorBoard's Custom Scalars: each a set of regular expressions
+        over scalar names drawn on one chart) and the sentences that describe its images."""
+        if layout:
+            self.writer.add_custom_scalars(
+                {section: {title: ["Multiline", list(patterns)]
+                           for title, patterns in charts.items()}
+                 for section, charts in layout.items()})
+        self.visual_notes = dict(visual_notes)
+
     def scalars(self, values: Mapping[str, float], step: int, total: int) -> None:
         for name, value in values.items():
             self.writer.add_scalar(name, value, step)
@@ -68,28 +94,52 @@ class RunLogger:
 
     def images(self, images: Mapping[str, torch.Tensor], step: int) -> None:
         for name, image in images.items():
-            self.writer.add_image(name, image, step, dataformats="CHW")
+            note = self.visual_notes.get(name)
+            if note and name not in self._described:  # TensorBoard reads the first one's
+                self._add_described_image(name, image, step, note)
+                self._described.add(name)
+            else:
+                self.writer.add_image(name, image, step, dataformats="CHW")
             suffix = "" if name == "samples" else f"_{name.replace('/', '_')}"
             save_png(image, self.samples_dir / f"step_{step}{suffix}.png")
+
+    def _add_described_image(self, name: str, image: torch.Tensor, step: int,
+                             note: str) -> None:
+        from tensorboard.plugins.image import metadata as image_metadata
+        from torch.utils.tensorboard.summary import image as image_summary
+
+        summary = image_summary(name, image, dataformats="CHW")
+        summary.value[0].metadata.CopyFrom(
+            image_metadata.create_summary_metadata(display_name=name, description=note))
+        self.writer._get_file_writer().add_summary(summary, step)
 
     def final(self, metrics: Mapping[str, float]) -> None:
         """metrics.json, the run's hparams with its final metrics for TensorBoard's table, and
         samples/progress.gif: every sample grid of the run in step order (two or more)."""
         self._animate_samples()
-        finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         from torch.utils.tensorboard.summary import hparams
 
-        hparam_values = {k: v for k, v in flatten(self.cfg).items()
-                         if isinstance(v, (int, float, str, bool))}
-        shown = {f"hparam/{k}": v for k, v in finite.items() if not math.isnan(v)}
-        exp, ssi, sei = hparams(hparam_values, shown)
+        # the metrics are the eval/ scalars the run logged at its last evaluation: the table
+        # reads their values from there (no copies as extra charts)
+        shown = {f"eval/{name}": float(metrics[name]) for name in hparam_metrics(metrics)}
+        exp, ssi, sei = hparams(self.hparam_values(), shown)
         file_writer = self.writer._get_file_writer()
         for summary in (exp, ssi, sei):
             file_writer.add_summary(summary)
-        step = int(metrics.get("step", 0))
-        for k, v in shown.items():
-            self.writer.add_scalar(k, v, step)
+
+    def hparam_values(self) -> dict[str, Any]:
+        """What the run trained, for TensorBoard's HParams table: the keys given on the command
+        line first, then model, dataset and loss or defence, then the rest of what the
+        chosen model reads (how the run was logged, evaluated or where it ran left out)."""
+        values = {k: v for k, v in flatten(self.cfg).items()
+                  if isinstance(v, (int, float, str, bool)) and not k.startswith(NOT_HPARAMS)}
+        given = [o.split("=", 1)[0].lstrip("+~") for o in self.overrides if "=" in o]
+        # a group choice (model=dcgan) shows as its name (model.name)
+        given = [k if k in values else f"{k}.name" for k in given]
+        first = [k for k in (*given, *NAMING_HPARAMS) if k in values]
+        ordered = dict.fromkeys([*first, *values])
+        return {k: values[k] for k in ordered}
 
     def _animate_samples(self) -> None:
         from ganlab.images import save_gif
@@ -108,8 +158,22 @@ class RunLogger:
         self._file.close()
 
 
+def hparam_metrics(metrics: Mapping[str, Any]) -> list[str]:
+    """The final metrics HParams compares runs by: the primary metric first, then the other
+    headline numbers the run reports (finite ones; bookkeeping such as steps or image counts
+    left out)."""
+    from ganlab.metrics import PRIMARY_METRICS
+
+    names = [name for name, _ in PRIMARY_METRICS] + list(HEADLINE_METRICS)
+    return [n for n in names if isinstance(metrics.get(n), (int, float))
+            and not isinstance(metrics.get(n), bool) and math.isfinite(metrics[n])]
+
+
 class NullLogger:
     """What the processes other than rank 0 log under torchrun: nothing."""
+
+    def dashboard(self, layout, visual_notes) -> None:
+        pass
 
     def config_text(self, command: str = "") -> None:
         pass

@@ -96,6 +96,21 @@ class StopRequested:
 
 
 CADENCES = ("log.every", "log.sample_every", "eval.every", "trainer.ckpt_every")
+# null cadences: about this many points per run, but never sparser than the cap
+AUTO_CADENCES = {"log.every": (50, 50), "log.sample_every": (10, 500)}
+
+
+def cadences(cfg: DictConfig, max_steps: int) -> dict[str, int]:
+    """Every how many steps each thing happens (0: never); a null log cadence is chosen from
+    the run's length, so a short run still has curves and a slider of sample grids."""
+    every = {}
+    for key in CADENCES:
+        value = OmegaConf.select(cfg, key)
+        if value is None and key in AUTO_CADENCES:
+            points, cap = AUTO_CADENCES[key]
+            value = min(cap, max(1, max_steps // points))
+        every[key] = int(value or 0)
+    return every
 # settings a resumed run may change without a word of warning: how long and how it reports
 HARMLESS_ON_RESUME = ("trainer.max_steps", "trainer.epochs", "trainer.ckpt_every",
                       "trainer.keep_last", "trainer.compile", "trainer.channels_last",
@@ -289,13 +304,17 @@ class Loop:
                             f"trainer.max_steps is {self.max_steps}")
         cfg = self.cfg
         # read once: OmegaConf lookups in the hot loop cost more than the arithmetic
-        self.every = {key: int(OmegaConf.select(cfg, key) or 0) for key in CADENCES}
+        self.every = cadences(cfg, self.max_steps)
         main = self.replicas.is_main
         self.replicas.decorrelate_rng(int(cfg.trainer.seed), self.step)
-        logger = (RunLogger(self.run_dir, cfg, purge_step=self.step if resume else None)
-                  if main else NullLogger())
+        logger = (RunLogger(self.run_dir, cfg, purge_step=self.step if resume else None,
+                            overrides=self.overrides) if main else NullLogger())
         resumed = [f"resume={resume}"] if resume else []
         logger.config_text(command_line([*self.overrides, *resumed]))
+        logger.dashboard(self.family.chart_layout, self.family.visual_notes)
+        if self.step == 0 and self.every["log.sample_every"] and main:
+            # where training starts from: the first picture of every slider
+            self._visuals_and_metrics(logger, measure=False)
         self.family.train()
         last_losses: dict[str, float] = {}
         metrics: dict[str, float] = {}

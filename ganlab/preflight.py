@@ -20,7 +20,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ganlab import checkpoint, distributed
+from ganlab import checkpoint, distributed, run_names
 from ganlab.config import CONF_DIR, SCHEMA_PREFIX, check_ranges
 from ganlab.errors import UserError
 from ganlab.plugins import search_path_override
@@ -301,7 +301,21 @@ def prepare_train_args(args: list[str]) -> list[str]:
     _check_writable(overrides)
     if distributed.launched():
         overrides = _one_run_dir(flags, overrides)
+    if any(f in ("-m", "--multirun") for f in flags):
+        overrides = _name_jobs_by_swept_values(overrides)
     return flags + overrides
+
+
+EXCLUDE_KEYS = "hydra.job.config.override_dirname.exclude_keys"
+
+
+def _name_jobs_by_swept_values(overrides: list[str]) -> list[str]:
+    """A sweep job's folder names what that job varies: the keys every job shares are the
+    override_dirname's excluded keys, which the job-name resolver leaves out."""
+    if any(o.startswith(EXCLUDE_KEYS + "=") for o in overrides):
+        return overrides  # the user's own choice
+    keys = ",".join(repr(k) for k in run_names.fixed_keys(overrides))
+    return [*overrides, f"{EXCLUDE_KEYS}=[{keys}]"]
 
 
 def _one_run_dir(flags: list[str], overrides: list[str]) -> list[str]:
@@ -313,7 +327,8 @@ def _one_run_dir(flags: list[str], overrides: list[str]) -> list[str]:
     distributed.init()
     if not any(o.startswith("hydra.run.dir=") for o in overrides):
         now = datetime.datetime.now()
-        chosen = distributed.from_rank0(f"outputs/{now:%Y-%m-%d}/{now:%H-%M-%S}")
+        chosen = distributed.from_rank0(f"outputs/{now:%Y-%m-%d}/{now:%H-%M-%S}_"
+                                        "${ganlab_run_name:}")
         overrides = [*overrides, f"hydra.run.dir={chosen}"]
     if int(os.environ.get("RANK", "0")) > 0:
         overrides = [*overrides, "hydra.output_subdir=null", "hydra/job_logging=stdout",

@@ -192,6 +192,12 @@ def run_in_process(args: list[str], capsys,
     return subprocess.CompletedProcess(args, stop.value.code, out, err)
 
 
+def job_dirs(sweep: Path) -> list[Path]:
+    """A sweep's job folders (`<number>_<swept values>`, e.g. `0_loss=lsgan`) by job number."""
+    jobs = [p for p in sweep.iterdir() if p.is_dir() and p.name.split("_")[0].isdigit()]
+    return sorted(jobs, key=lambda p: int(p.name.split("_")[0]))
+
+
 def read_events(tb_dir: Path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

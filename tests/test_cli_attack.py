@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, assert_bad_input, read_events, run_cli, run_in_process
+from conftest import TINY, assert_bad_input, job_dirs, read_events, run_cli, run_in_process
 
 # a tiny LeNet on synthetic images: every defence, a few steps
 TINY_LENET = [*TINY, "model=lenet", "model.channels=[4]", "model.hidden=[16]",
@@ -31,7 +31,7 @@ def defence_sweep(tmp_path_factory) -> dict[str, Path]:
     result = run_cli(["train", "-m", *TINY_LENET, f"defense={','.join(DEFENCES)}",
                       f"hydra.sweep.dir={root / 'sweep'}"], root)
     assert result.returncode == 0, result.stderr[-3000:]
-    return {defense: root / "sweep" / str(i) for i, defense in enumerate(DEFENCES)}
+    return dict(zip(DEFENCES, job_dirs(root / "sweep"), strict=True))
 
 
 @pytest.mark.parametrize("defense", DEFENCES)
@@ -48,7 +48,7 @@ def test_every_defence_trains_and_logs_heldout_accuracy(defence_sweep, defense):
     # mixup's inputs are blends, Madry's PGD trains on adversarial examples only: no clean
     # accuracy to report
     assert ("accuracy/train" in scalars) == (defense not in ("mixup", "pgd"))
-    assert [e.step for e in events.Images("adversarial_examples")] == [2, 4]
+    assert [e.step for e in events.Images("adversarial_examples")] == [0, 2, 4]
     assert (run / "samples" / "step_4_adversarial_examples.png").is_file()
 
 

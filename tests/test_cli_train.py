@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, read_events, run_cli
+from conftest import TINY, job_dirs, read_events, run_cli
 
 LOSSES = ["minimax", "nonsaturating", "lsgan", "hinge", "wgan", "wgan_gp"]
 
@@ -34,7 +34,7 @@ def loss_sweep(tmp_path_factory):
                       f"hydra.sweep.dir={root / 'sweep'}"], root)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Warning" not in result.stderr and "warn(" not in result.stderr, result.stderr
-    return {loss: root / "sweep" / str(i) for i, loss in enumerate(LOSSES)}
+    return dict(zip(LOSSES, job_dirs(root / "sweep"), strict=True))
 
 
 def _first_step(run) -> dict[str, float]:
@@ -56,7 +56,7 @@ def test_train_every_loss_logs_scalars_and_images(loss_sweep, loss):
     assert [e.step for e in events.Scalars("loss/G")] == [1, 2, 3, 4]
     assert all(np.isfinite(e.value) for e in events.Scalars("loss/D"))
     images = events.Images("samples")
-    assert [e.step for e in images] == [2, 4]
+    assert [e.step for e in images] == [0, 2, 4]  # step 0: where training starts
     assert images[0].width == images[0].height > 28  # a grid of 16 28-px samples
     text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
     assert f"name: {loss}" in text  # the resolved config as text
@@ -143,8 +143,9 @@ def test_toy_ring_records_mode_metrics(workdir):
 def test_multirun_sweep_writes_one_dir_per_job(workdir):
     result = run_cli(["train", "-m", *TINY, "trainer.max_steps=2", "loss=lsgan,hinge"], workdir)
     assert result.returncode == 0, result.stderr[-3000:]
-    jobs = sorted((workdir / "outputs" / "multirun").glob("*/*/[0-9]*"))
-    assert [j.name for j in jobs] == ["0", "1"]
+    (sweep,) = (workdir / "outputs" / "multirun").glob("*/*")
+    jobs = job_dirs(sweep)
+    assert [j.name for j in jobs] == ["0_loss=lsgan", "1_loss=hinge"]  # the swept value
     for job, loss in zip(jobs, ["lsgan", "hinge"], strict=False):
         assert f"name: {loss}" in (job / ".hydra" / "config.yaml").read_text()
         assert (job / "checkpoints" / "last.pt").is_file()
@@ -189,7 +190,7 @@ def test_a_failed_sweep_job_does_not_stop_the_others(workdir):
                       "loss=lsgan"], workdir)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: 1 sweep job(s) failed: job 0")
-    jobs = sorted((workdir / "outputs" / "multirun").glob("*/*/[0-9]*"))
+    jobs = job_dirs(sorted((workdir / "outputs" / "multirun").glob("*/*"))[-1])
     assert "non-finite loss" in (jobs[0] / "train.log").read_text()
     assert (jobs[1] / "checkpoints" / "last.pt").is_file()  # the second job still trained
 

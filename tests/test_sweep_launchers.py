@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY, make_job, run_cli
+from conftest import TINY, job_dirs, make_job, run_cli
 from hydra.core.utils import JobReturn, JobStatus
 
 from ganlab import report
@@ -37,7 +37,7 @@ def one_thread_per_job(monkeypatch):
 
 def sweep_jobs(workdir: Path) -> tuple[Path, list[Path]]:
     (sweep,) = (workdir / "outputs" / "multirun").glob("*/*")
-    return sweep, sorted(p for p in sweep.iterdir() if p.name.isdigit())
+    return sweep, job_dirs(sweep)
 
 
 def test_joblib_runs_the_jobs_in_parallel_workers(workdir, capsys):
@@ -45,7 +45,7 @@ def test_joblib_runs_the_jobs_in_parallel_workers(workdir, capsys):
                       "trainer.seed=0,1"], workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     sweep, jobs = sweep_jobs(workdir)
-    assert [j.name for j in jobs] == ["0", "1"]
+    assert [j.name for j in jobs] == ["0_trainer.seed=0", "1_trainer.seed=1"]
     for job, seed in zip(jobs, ["0", "1"], strict=True):
         assert json.loads((job / "metrics.json").read_text())["step"] == 2
         assert f"trainer.seed={seed}" in (job / ".hydra" / "overrides.yaml").read_text()
@@ -77,7 +77,7 @@ def test_submitit_local_writes_the_run_dir(workdir):
                       "hydra.launcher.timeout_min=5", *SWEEP, "trainer.seed=3"], workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     sweep, jobs = sweep_jobs(workdir)
-    assert [j.name for j in jobs] == ["0"]
+    assert [j.name for j in jobs] == ["0"]  # nothing swept: the number alone
     assert (jobs[0] / "metrics.json").is_file()
     assert (jobs[0] / "checkpoints" / "last.pt").is_file()
     assert list((sweep / ".submitit").glob("*/*_0_log.out"))  # submitit's own logs

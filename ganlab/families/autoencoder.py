@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -82,6 +82,17 @@ def resolve_likelihood(choice, spec: DataSpec) -> Likelihood:
 
 @FAMILIES.register("ae")
 class AutoencoderFamily(Family):
+    chart_layout: ClassVar[dict[str, dict[str, list[str]]]] = {"autoencoder": {
+        "training loss: reconstruction, KL and their sum (the negative ELBO for a VAE)":
+            [r"^loss/(recon|kl|total)$"],
+        "held-out": [r"^eval/heldout_"],
+        "sample quality (lower is better)": [r"^eval/(fid|classifier_fid|kid)$"],
+    }}
+    visual_notes: ClassVar[dict[str, str]] = {
+        "reconstructions": "the same held-out images and their reconstructions at every step",
+        "samples": "decoded from the same fixed z at every step, from step 0",
+        "interpolation": "decoded along lines between the codes of held-out images"}
+
     """A deterministic code; reconstruction by squared error summed over pixels."""
 
     variational = False

@@ -46,6 +46,12 @@ class Family:
     # evaluation mode
     eval_only: frozenset[str] = frozenset()
 
+    # curves that belong on one chart, for the run's dashboard: {section: {chart title:
+    # [regular expressions over scalar names]}}. Plain data: the logger draws it
+    chart_layout: ClassVar[dict[str, dict[str, list[str]]]] = {}
+    # what each of visuals() shows, in a sentence (e.g. that the noise is the same each time)
+    visual_notes: ClassVar[dict[str, str]] = {}
+
     @classmethod
     def wants_heldout(cls, cfg) -> bool:
         """Whether training under this config should keep real held-out data for the family."""

@@ -4,7 +4,7 @@ held-out data clean and under attack."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -66,6 +66,14 @@ class LenetConfig(ClassifierConfig):
 
 @FAMILIES.register("classifier")
 class ClassifierFamily(Family):
+    chart_layout: ClassVar[dict[str, dict[str, list[str]]]] = {"classifier": {
+        "held-out accuracy, clean and under attack": [r"^eval/accuracy"],
+        "training accuracy": [r"^accuracy/train"],
+        "loss": [r"^loss/", r"^eval/loss$"],
+    }}
+    visual_notes: ClassVar[dict[str, str]] = {
+        "adversarial_examples": "the same held-out images, clean and attacked, at every step"}
+
     needs_heldout = True
 
     def __init__(self, cfg, spec: DataSpec, device: torch.device) -> None:

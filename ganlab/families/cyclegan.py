@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +86,16 @@ class CycleganConfig:
 
 @FAMILIES.register("cyclegan")
 class CycleGan(Family):
+    chart_layout: ClassVar[dict[str, dict[str, list[str]]]] = {"CycleGAN": {
+        "adversarial losses": [r"^loss/(G|D)_(A|B)$"],
+        "cycle and identity losses": [r"^loss/(cycle|idt)_(A|B)$"],
+        "translation quality (lower is better)": [r"^eval/fid"],
+        "learning rate": [r"^lr$"],
+    }}
+    visual_notes: ClassVar[dict[str, str]] = {
+        "translation_A": "the same test images of A: real, translated, reconstructed, identity",
+        "translation_B": "the same test images of B: real, translated, reconstructed, identity"}
+
     needs_heldout = True  # the test split: the logged translations and the cycle metrics
     unpaired = True
 

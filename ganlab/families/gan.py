@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -157,6 +157,18 @@ def ema_update(average: nn.Module, current: nn.Module, decay: float) -> None:
 
 @FAMILIES.register("gan")
 class GanFamily(Family):
+    chart_layout: ClassVar[dict[str, dict[str, list[str]]]] = {"GAN": {
+        "D and G losses": [r"^loss/(D|G)$"],
+        "D(x) and D(G(z))": [r"^D/(real|fake|wrong_label)$"],
+        "gradient norms": [r"^grad_norm/"],
+        "D as a classifier (real is positive)": [r"^D/(accuracy|TP|FN|TN|FP)$"],
+        "sample quality (lower is better)": [r"^eval/(fid|classifier_fid|kid)$"],
+        "precision and recall": [r"^eval/(precision|recall|density|coverage)$"],
+        "modes (toys)": [r"^eval/(modes_covered|high_quality)"],
+    }}
+    visual_notes: ClassVar[dict[str, str]] = {
+        "samples": "G(z) for the same fixed z (and labels) at every step, from step 0"}
+
     def __init__(self, cfg, spec: DataSpec, device: torch.device) -> None:
         self.spec = spec
         self.device = device
