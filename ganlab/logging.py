@@ -33,7 +33,8 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # keys that say how a run was watched or where it ran, not what it trained: no HParams column
-NOT_HPARAMS = ("log.", "eval.", "data.", "data_dir", "device", "resume", "trainer.ckpt_every",
+NOT_HPARAMS = ("log.", "logger.", "eval.", "data.", "data_dir", "device", "resume",
+               "trainer.ckpt_every",
                "trainer.keep_last", "trainer.compile", "trainer.channels_last",
                "trainer.cudnn_benchmark", "trainer.sync_batchnorm")
 # what names the run, in this order after the overrides
@@ -54,6 +55,12 @@ class RunLogger:
         self.overrides = overrides or []  # the command line's, which lead the HParams table
         self.visual_notes: dict[str, str] = {}
         self._described: set[str] = set()
+        from ganlab.trackers import TRACKERS, tracker_name
+
+        # logger=mlflow|wandb: the same params, numbers and pictures go there too
+        tracker = TRACKERS.get(tracker_name(cfg))
+        self.tracker = (tracker(cfg.logger, run_dir, run_dir.name, self.hparam_values())
+                        if tracker is not None else None)
         # purge_step drops events a killed run wrote after its last checkpoint
         self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)
         # step lines go to train.log only: on the console the progress bar shows them
@@ -72,6 +79,8 @@ class RunLogger:
 
         if command:
             self.writer.add_text("command", f"    {command}\n\n{source_version()}")
+            if self.tracker is not None:
+                self.tracker.text("command", f"{command}\n{source_version()}\n")
         text = OmegaConf.to_yaml(self.cfg)
         self.writer.add_text("config", "\n".join("    " + line for line in text.splitlines()))
 
@@ -89,6 +98,8 @@ class RunLogger:
     def scalars(self, values: Mapping[str, float], step: int, total: int) -> None:
         for name, value in values.items():
             self.writer.add_scalar(name, value, step)
+        if self.tracker is not None:
+            self.tracker.scalars(values, step)
         line = " ".join(f"{k}={v:.4g}" for k, v in values.items())
         self.steps_log.info("step %d/%d %s", step, total, line)
 
@@ -100,6 +111,8 @@ class RunLogger:
                 self._described.add(name)
             else:
                 self.writer.add_image(name, image, step, dataformats="CHW")
+            if self.tracker is not None:
+                self.tracker.image(name, image, step)
             suffix = "" if name == "samples" else f"_{name.replace('/', '_')}"
             save_png(image, self.samples_dir / f"step_{step}{suffix}.png")
 
@@ -127,6 +140,11 @@ class RunLogger:
         file_writer = self.writer._get_file_writer()
         for summary in (exp, ssi, sei):
             file_writer.add_summary(summary)
+        if self.tracker is not None:
+            numbers = {k: float(v) for k, v in metrics.items()
+                       if isinstance(v, (int, float)) and math.isfinite(v)}
+            self.tracker.finish(numbers, int(metrics.get("step", 0)))
+            self.tracker = None
 
     def hparam_values(self) -> dict[str, Any]:
         """What the run trained, for TensorBoard's HParams table: the keys given on the command
@@ -153,6 +171,8 @@ class RunLogger:
             save_gif([steps[s] for s in sorted(steps)], self.samples_dir / "progress.gif")
 
     def close(self) -> None:
+        if self.tracker is not None:  # the run ended before final(): interrupted or failed
+            self.tracker.abort()
         self.writer.close()
         self.steps_log.removeHandler(self._file)
         self._file.close()

@@ -114,7 +114,8 @@ def cadences(cfg: DictConfig, max_steps: int) -> dict[str, int]:
 # settings a resumed run may change without a word of warning: how long and how it reports
 HARMLESS_ON_RESUME = ("trainer.max_steps", "trainer.epochs", "trainer.ckpt_every",
                       "trainer.keep_last", "trainer.compile", "trainer.channels_last",
-                      "trainer.cudnn_benchmark", "log.", "eval.", "data.", "device", "data_dir",
+                      "trainer.cudnn_benchmark", "log.", "eval.", "data.", "logger.", "device",
+                      "data_dir",
                       "resume")
 
 

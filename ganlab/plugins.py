@@ -23,7 +23,7 @@ from ganlab.errors import UserError
 
 # ganlab's packages whose modules register something
 PACKAGES = ("ganlab.families", "ganlab.models", "ganlab.data", "ganlab.attacks")
-MODULES = ("ganlab.losses",)
+MODULES = ("ganlab.losses", "ganlab.trackers")
 ENTRY_POINT_GROUP = "ganlab.plugins"
 ENV = "GANLAB_PLUGINS"
 

@@ -25,7 +25,7 @@ from ganlab.config import CONF_DIR, SCHEMA_PREFIX, check_ranges
 from ganlab.errors import UserError
 from ganlab.plugins import search_path_override
 
-GROUPS = ("dataset", "model", "loss", "defense", "experiment")
+GROUPS = ("dataset", "model", "loss", "defense", "experiment", "logger")
 DEFAULT_MODEL = "dcgan"  # conf/config.yaml's choice
 # the sections of model settings before they moved under model.* (ganlab 0.1)
 OLD_SECTIONS = ("gan", "vae", "classifier", "cyclegan")

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 MAX_LENGTH = 96  # characters of the name part: a path stays readable in TensorBoard's list
 # overrides that say where or how a run is watched, not what it trains: left out of names
-UNNAMED = ("hydra.", "hydra/", "device", "data_dir", "resume", "log.progress")
+UNNAMED = ("hydra.", "hydra/", "device", "data_dir", "resume", "log.progress", "logger")
 GROUPS_IN_NAME = ("model", "loss", "defense")  # named first, by their values
 _UNSAFE = re.compile(r"[^A-Za-z0-9=.,+_\-\[\]]+")
 
