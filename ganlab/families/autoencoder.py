@@ -82,6 +82,7 @@ def resolve_likelihood(choice, spec: DataSpec) -> Likelihood:
 
 @FAMILIES.register("ae")
 class AutoencoderFamily(Family):
+    """A deterministic code; reconstruction by squared error summed over pixels."""
     chart_layout: ClassVar[dict[str, dict[str, list[str]]]] = {"autoencoder": {
         "training loss: reconstruction, KL and their sum (the negative ELBO for a VAE)":
             [r"^loss/(recon|kl|total)$"],
@@ -92,8 +93,6 @@ class AutoencoderFamily(Family):
         "reconstructions": "the same held-out images and their reconstructions at every step",
         "samples": "decoded from the same fixed z at every step, from step 0",
         "interpolation": "decoded along lines between the codes of held-out images"}
-
-    """A deterministic code; reconstruction by squared error summed over pixels."""
 
     variational = False
     needs_heldout = True

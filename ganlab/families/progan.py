@@ -92,13 +92,13 @@ def schedule(step: int, total: int | None, n_stages: int, stage_steps: int | Non
 
 @FAMILIES.register("progan")
 class ProganFamily(GanFamily):
+    """GanFamily with Karras' growing schedule; every model.* and loss option works as for
+    model=dcgan except model.history (its pool would mix resolutions) and model.d_dropout."""
     chart_layout: ClassVar[dict[str, dict[str, list[str]]]] = {
         "GAN": GanFamily.chart_layout["GAN"],
         "progressive growing": {"resolution": [r"^progan/resolution$"],
                                 "fade-in of the new layer (alpha)": [r"^progan/alpha$"]},
     }
-    """GanFamily with Karras' growing schedule; every model.* and loss option works as for
-    model=dcgan except model.history (its pool would mix resolutions) and model.d_dropout."""
 
     @classmethod
     def check_config(cls, cfg) -> None:
