@@ -18,6 +18,7 @@ commands:
            [interpolate=linear|slerp steps=K] [numbers=true] [label=K (cgan)]
            [arithmetic=[[A indices],[B indices],[C indices]]] (z of A - B + C)
   eval     every metric that applies, on a trained run: run=PATH [ckpt=last|best] [n_samples=N]
+           [iwae_k=K] (VAEs: -log p(x) by importance sampling, K samples per image)
   reference  build (or show the cached) reference classifier of the digit metrics:
            dataset=mnist|fashion_mnist [dataset.source=auto|full|bundled] [data_dir=DIR]
            [device=cpu] [steps=N] [force=true]; prints its held-out accuracy, time and path

@@ -259,6 +259,10 @@ class EvalConfig:
     # torch-fidelity weights). Off in training by default: on a CPU it costs minutes per 10k
     inception: Inception = Inception.off
     inception_weights: str | None = None  # weights-inception-2015-12-05-6726825d.pth
+    # VAEs: the held-out log-likelihood by importance sampling with this many samples per
+    # image (Burda et al.'s bound, heldout_nll_iwae beside heldout_neg_elbo); 0: not measured.
+    # It costs k decoder passes per image: the `eval` command is the place for k = 5000
+    iwae_k: int = ranged(0, "[0, inf)")
 
 
 @dataclass

@@ -37,6 +37,9 @@ class EvalCommandConfig:
     data_dir: str | None = None  # default: the data_dir the run was trained with
     device: str = "cpu"
     out: str | None = None  # default: <run>/eval_<ckpt>.json
+    # VAEs: -log p(x) on held-out images by importance sampling, k samples each (Burda et al.
+    # use 5000); null: the run's eval.iwae_k (0: not measured)
+    iwae_k: int | None = None
 
 
 def parse(args: list[str]) -> EvalCommandConfig:
@@ -49,6 +52,8 @@ def parse(args: list[str]) -> EvalCommandConfig:
         raise UserError(f"eval: inception must be auto, on or off, got {cfg.inception!r}")
     if cfg.n_samples is not None and cfg.n_samples < 1:
         raise UserError(f"eval: n_samples must be at least 1, got {cfg.n_samples}")
+    if cfg.iwae_k is not None and cfg.iwae_k < 1:
+        raise UserError(f"eval: iwae_k must be at least 1, got {cfg.iwae_k}")
     return cfg  # type: ignore[return-value]
 
 
@@ -75,6 +80,8 @@ def main(args: list[str]) -> None:
                                 "inception_weights": cfg.inception_weights}}
     if cfg.classifier:
         overrides["eval"]["classifier"] = cfg.classifier
+    if cfg.iwae_k is not None:
+        overrides["eval"]["iwae_k"] = cfg.iwae_k
     family = checkpoint.load_checkpoint(path, device, overrides)
     train_cfg = family.config
     n = cfg.n_samples or int(train_cfg.eval.n_samples)

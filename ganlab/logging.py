@@ -40,8 +40,8 @@ NOT_HPARAMS = ("log.", "logger.", "eval.", "data.", "data_dir", "device", "resum
 # what names the run, in this order after the overrides
 NAMING_HPARAMS = ("model.name", "dataset.name", "loss.name", "defense.name")
 # headline numbers in HParams beside the primary metric (when the run reports them)
-HEADLINE_METRICS = ("kid", "precision", "recall", "modes_covered", "heldout_recon",
-                    "label_agreement")
+HEADLINE_METRICS = ("heldout_nll_iwae", "kid", "precision", "recall", "modes_covered",
+                    "heldout_recon", "label_agreement")
 
 
 class RunLogger:

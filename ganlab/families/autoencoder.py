@@ -16,8 +16,10 @@ import torch.nn.functional as F
 
 from ganlab.config import ranged, schema, sizes
 from ganlab.data.base import DataSpec
+from ganlab.errors import UserError
 from ganlab.families.base import FAMILIES, Family
 from ganlab.images import UNIT, make_grid, to_float, to_uint8
+from ganlab.metrics.likelihood import importance_log_weights, iwae_log_px
 from ganlab.models import MODELS
 from ganlab.models.autoencoders import Architecture
 from ganlab.optim import adam
@@ -56,6 +58,9 @@ class VaeConfig(AutoencoderConfig):
     beta: float = ranged(1.0, "[0, inf)")  # KL weight (Higgins et al.); the ELBO uses 1
     likelihood: Likelihood = Likelihood.auto
     gaussian_std: float = ranged(0.1, "(0, inf)")  # gaussian likelihood: the fixed pixel std
+    # 1: train on the ELBO; k > 1: on Burda et al.'s importance-weighted bound with k samples
+    # per image (IWAE: a tighter bound, k decoder passes per image)
+    iwae_k: int = ranged(1, "[1, inf)")
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -85,8 +90,10 @@ class AutoencoderFamily(Family):
     """A deterministic code; reconstruction by squared error summed over pixels."""
     chart_layout: ClassVar[dict[str, dict[str, list[str]]]] = {"autoencoder": {
         "training loss: reconstruction, KL and their sum (the negative ELBO for a VAE)":
-            [r"^loss/(recon|kl|total)$"],
-        "held-out": [r"^eval/heldout_"],
+            [r"^loss/(recon|kl|total|iwae)$"],
+        "held-out: negative ELBO and importance-sampled -log p(x), nats": [
+            r"^eval/heldout_(neg_elbo|nll_iwae)$"],
+        "held-out terms": [r"^eval/heldout_(recon|kl)$"],
         "sample quality (lower is better)": [r"^eval/(fid|classifier_fid|kid)$"],
     }}
     visual_notes: ClassVar[dict[str, str]] = {
@@ -110,6 +117,8 @@ class AutoencoderFamily(Family):
             self.beta = float(v.beta)
             self.likelihood = resolve_likelihood(v.likelihood, spec)
             self.gaussian_std = float(v.gaussian_std)
+            self.train_k = int(v.get("iwae_k", 1))  # checkpoints from before it: the ELBO
+            self.iwae_k = int(cfg.eval.get("iwae_k", 0) or 0)
         fixed = torch.Generator().manual_seed(cfg.trainer.seed + 1)
         self.fixed_z = torch.randn(cfg.log.n_samples, self.latent_dim, generator=fixed).to(device)
         self.eval_seed = cfg.trainer.seed + 2
@@ -163,6 +172,9 @@ class AutoencoderFamily(Family):
         metrics = {f"heldout_{k}": v / n for k, v in sums.items()}
         if self.variational:  # the ELBO itself, whatever beta training used
             metrics["heldout_neg_elbo"] = metrics["heldout_recon"] + metrics["heldout_kl"]
+            if self.iwae_k:
+                metrics["heldout_nll_iwae"] = self.heldout_nll(n, self.iwae_k)
+                metrics["iwae_k"] = self.iwae_k
         return metrics
 
     @torch.no_grad()
@@ -213,6 +225,51 @@ class VaeFamily(AutoencoderFamily):
         else:
             recon = gaussian_nll(torch.sigmoid(logits), x, self.gaussian_std)
         return {"recon": recon, "kl": gaussian_kl(mu, logvar)}
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        super().check_config(cfg)
+        if cfg.model.get("iwae_k", 1) > 1 and cfg.model.beta != 1:
+            raise UserError(f"model.iwae_k={cfg.model.iwae_k} trains the importance-weighted "
+                            f"bound, which has no KL weight; leave model.beta at 1 (got "
+                            f"{cfg.model.beta})")
+
+    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x | z) for z of shape (n, c, d): (n, c), c decoder passes per image."""
+        n, c, d = z.shape
+        logits = self.decoder(z.reshape(n * c, d))
+        repeated = x[:, None].expand(n, c, *x.shape[1:]).reshape(n * c, *x.shape[1:])
+        if self.likelihood == Likelihood.bernoulli:
+            nll = bernoulli_nll(logits, repeated)
+        else:
+            nll = gaussian_nll(torch.sigmoid(logits), repeated, self.gaussian_std)
+        return -nll.reshape(n, c)
+
+    def log_weights(self, x: torch.Tensor, k: int,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return importance_log_weights(x, mu, logvar, self.log_likelihood, k, generator)
+
+    def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        if self.train_k == 1:
+            return super().train_step(batch)
+        x = to_float(batch[0], UNIT)
+        loss = -iwae_log_px(self.log_weights(x, self.train_k)).mean()
+        self.opt.zero_grad(set_to_none=True)
+        self.amp.backward(loss)
+        self.amp.step(self.opt)
+        return {"loss/iwae": loss.detach()}
+
+    @torch.no_grad()
+    def heldout_nll(self, n: int, k: int, batch: int = 100) -> float:
+        """-log p(x) in nats per image, averaged over the first n held-out images, by
+        importance sampling with k samples each (the eval seed: repeatable)."""
+        generator = torch.Generator(self.device).manual_seed(self.eval_seed + 1)
+        total = 0.0
+        for start in range(0, n, batch):
+            x = to_float(self.heldout.x[start : min(start + batch, n)], UNIT)
+            total -= float(iwae_log_px(self.log_weights(x, k, generator)).sum())
+        return total / n
 
     # --- sampling (the `sample` command and the prior grid) ------------------------------
 
