@@ -131,15 +131,22 @@ class RunLogger:
         samples/progress.gif: every sample grid of the run in step order (two or more)."""
         self._animate_samples()
         (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams
 
-        # the metrics are the eval/ scalars the run logged at its last evaluation: the table
-        # reads their values from there (no copies as extra charts)
+        # tb/hparams: the session (the run's hparams) and its final headline metrics, under
+        # the eval/ names the run's own charts use. No experiment summary: with one per run
+        # TensorBoard shows an arbitrary run's columns; without, it takes every run's keys
+        # and puts first the ones whose values differ between runs. A sub-run of its own, so
+        # the table's metric columns are these few, not every scalar of the run
         shown = {f"eval/{name}": float(metrics[name]) for name in hparam_metrics(metrics)}
-        exp, ssi, sei = hparams(self.hparam_values(), shown)
-        file_writer = self.writer._get_file_writer()
-        for summary in (exp, ssi, sei):
-            file_writer.add_summary(summary)
+        _experiment, session_start, session_end = hparams(self.hparam_values(), shown)
+        step = int(metrics.get("step", 0))
+        with SummaryWriter(str(self.run_dir / "tb" / "hparams")) as table:
+            for summary in (session_start, session_end):
+                table._get_file_writer().add_summary(summary)
+            for tag, value in shown.items():
+                table.add_scalar(tag, value, step)
         if self.tracker is not None:
             numbers = {k: float(v) for k, v in metrics.items()
                        if isinstance(v, (int, float)) and math.isfinite(v)}
@@ -149,10 +156,13 @@ class RunLogger:
     def hparam_values(self) -> dict[str, Any]:
         """What the run trained, for TensorBoard's HParams table: the keys given on the command
         line first, then model, dataset and loss or defence, then the rest of what the
-        chosen model reads (how the run was logged, evaluated or where it ran left out)."""
-        values = {k: v for k, v in flatten(self.cfg).items()
-                  if isinstance(v, (int, float, str, bool)) and not k.startswith(NOT_HPARAMS)}
+        chosen model reads (how the run was logged, evaluated or where it ran left out; of the
+        dataset, its name and what the command line changed)."""
         given = [o.split("=", 1)[0].lstrip("+~") for o in self.overrides if "=" in o]
+        values = {k: v for k, v in flatten(self.cfg).items()
+                  if isinstance(v, (int, float, str, bool)) and not k.startswith(NOT_HPARAMS)
+                  # the dataset by its name, and what the command line changed of it
+                  and (not k.startswith("dataset.") or k == "dataset.name" or k in given)}
         # a group choice (model=dcgan) shows as its name (model.name)
         given = [k if k in values else f"{k}.name" for k in given]
         first = [k for k in (*given, *NAMING_HPARAMS) if k in values]

@@ -24,6 +24,7 @@ from ganlab import checkpoint, distributed, run_names
 from ganlab.config import CONF_DIR, SCHEMA_PREFIX, check_ranges
 from ganlab.errors import UserError
 from ganlab.plugins import search_path_override
+from ganlab.sweep import optimising
 
 GROUPS = ("dataset", "model", "loss", "defense", "experiment", "logger")
 DEFAULT_MODEL = "dcgan"  # conf/config.yaml's choice
@@ -107,6 +108,9 @@ def _one_line(e: BaseException) -> str:
 
 
 def _sweep_values(override) -> list[str]:
+    if override.is_interval_sweep():  # a search space (hydra/sweeper=optuna): both its ends
+        interval = override.value()
+        return [str(interval.start), str(interval.end)]
     if override.is_sweep_override():
         return [str(v) for v in override.sweep_string_iterator()]
     return [override.get_value_element_as_str()]
@@ -131,7 +135,7 @@ def compose_all(overrides: list[str], config_name: str = "config",
                     raise UserError(f"unknown {key} {value!r}; "
                                     f"choose one of: {', '.join(known)}")
         if o.is_sweep_override():
-            grid.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+            grid.append([f"{o.get_key_element()}={v}" for v in _sweep_values(o)])
         else:
             grid.append([o.input_line])
     composed = []
@@ -144,7 +148,8 @@ def compose_all(overrides: list[str], config_name: str = "config",
                 composed.append(compose(config_name, overrides=[*job, *search]))
             except (HydraException, OmegaConfBaseException, ValueError) as e:
                 raise UserError(_friendly(e, job)) from e
-        _check_hydra_overrides(config_name, [o for o in parsed if _is_hydra(o)])
+        _check_hydra_overrides(config_name, [o for o in parsed if _is_hydra(o)],
+                               [o.input_line for o in parsed if o.is_interval_sweep()])
     return composed
 
 
@@ -153,9 +158,17 @@ def _is_hydra(override) -> bool:
     return key == "hydra" or key.startswith(("hydra.", "hydra/"))
 
 
-def _check_hydra_overrides(config_name: str, parsed: list) -> None:
+# what an unknown hydra/<group> choice adds: where the other choices come from
+PLUGIN_HINTS = {
+    "hydra/launcher": ' (the joblib and submitit launchers come with pip install -e ".[sweep]")',
+    "hydra/sweeper": ' (the optuna sweeper comes with pip install -e ".[sweep]")',
+}
+
+
+def _check_hydra_overrides(config_name: str, parsed: list, searched: list[str]) -> None:
     """hydra/launcher=jobilb or hydra.launcher.n_jobz=2: one line here instead of Hydra's
-    multi-line error after it started."""
+    multi-line error after it started. `searched`: the interval overrides, which only a
+    sweeper that optimises takes."""
     from hydra.core.global_hydra import GlobalHydra
 
     loader = GlobalHydra.instance().config_loader()
@@ -164,17 +177,20 @@ def _check_hydra_overrides(config_name: str, parsed: list) -> None:
             known = loader.get_group_options(o.key_or_group)
             for value in _sweep_values(o):
                 if value not in known:
-                    hint = (' (the joblib and submitit launchers come with pip install -e '
-                            '".[sweep]")' if o.key_or_group == "hydra/launcher" else "")
+                    hint = PLUGIN_HINTS.get(o.key_or_group, "")
                     raise UserError(f"unknown {o.key_or_group} {value!r}; choose one of: "
                                     f"{', '.join(known)}{hint}")
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    if not fixed:
+    if not fixed and not searched:
         return
     try:
-        compose(config_name, overrides=fixed, return_hydra_config=True)
+        cfg = compose(config_name, overrides=fixed, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         raise UserError(_one_line(e)) from e
+    if searched and not optimising(cfg.hydra.sweeper):
+        raise UserError(f"{searched[0]}: an interval is a search space for a sweeper that "
+                        "optimises (hydra/sweeper=optuna, from pip install -e \".[sweep]\"); "
+                        "the basic sweeper takes a list (a,b,c) or range(start,stop,step)")
 
 
 def check_overrides(overrides: list[str]) -> None:

@@ -5,11 +5,16 @@ whether a job started and which jobs failed on bad input. The joblib and submiti
 run jobs in other processes (loky workers, submitit jobs), so this process learns nothing from
 that bookkeeping: SweepCallback notes the sweep dir when the sweep starts, and at the end
 `sweep_failures` reads each job's own run dir, as `report` does.
+
+A sweeper that optimises (hydra/sweeper=optuna, the `sweep` extra) reads what each job returns:
+`objective`, the run's primary metric signed so that lower is always better, so the sweeper's
+direction is always `minimize` (SweepCallback refuses another before any job runs).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +23,10 @@ from typing import Any
 import yaml
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
+from ganlab.errors import UserError, fail
+from ganlab.metrics import PRIMARY_METRICS, primary_metric
 from ganlab.report import find_runs, read_error
 
 # added to a sweep's Hydra overrides by ganlab.__main__ (Hydra instantiates it by name)
@@ -65,17 +72,76 @@ def to_train_log(message: str) -> None:
             handler.handle(record)
 
 
+def optimising(sweeper: DictConfig | None) -> bool:
+    """Whether the sweeper searches by what the jobs return (hydra/sweeper=optuna has a
+    `direction`; the basic sweeper only enumerates the combinations)."""
+    return sweeper is not None and "direction" in sweeper
+
+
+def objective_name(name: str, mode: str) -> str:
+    """How the value a job returns is made from its primary metric: `fid`, `-accuracy`."""
+    return name if mode == "min" else f"-{name}"
+
+
+def objective(metrics: dict[str, Any], required: bool = False) -> float | None:
+    """What a job returns to the sweeper: the run's primary metric (ganlab.metrics; its final
+    value, the one `report` ranks by), negated when higher is better, so lower is always
+    better. None when the run reports no finite primary metric; a UserError instead when a
+    sweeper optimises the value (`required`)."""
+    chosen = primary_metric(metrics)
+    value = float(metrics[chosen[0]]) if chosen is not None else math.nan
+    if chosen is None or not math.isfinite(value):
+        if not required:
+            return None
+        what = (f"its primary metric {chosen[0]} is {value}" if chosen is not None else
+                "it reports no primary metric (one of "
+                f"{', '.join(name for name, _ in PRIMARY_METRICS)}; a GAN on an image folder "
+                "has fid with eval.inception=on)")
+        raise UserError(f"this run gives the sweeper nothing to minimise: {what}")
+    return value if chosen[1] == "min" else 0.0 - value  # 0.0 - 0.0 is 0.0, -0.0 is not
+
+
+def check_direction(sweeper: DictConfig | None) -> None:
+    """An optimising sweeper must minimise: every job returns a value where lower is better."""
+    if not optimising(sweeper):
+        return
+    given = sweeper.direction
+    names = [getattr(d, "name", d) for d in given] if isinstance(given, (list, ListConfig)) \
+        else [getattr(given, "name", given)]
+    if [str(n) for n in names] != ["minimize"]:
+        shown = names[0] if len(names) == 1 else f"[{','.join(str(n) for n in names)}]"
+        signed = ", ".join(objective_name(name, mode) for name, mode in PRIMARY_METRICS
+                           if mode == "max")
+        raise UserError(f"hydra.sweeper.direction={shown}: every job returns one value to "
+                        "minimise (its primary metric, negated when higher is better: "
+                        f"{signed}); leave the direction at minimize")
+
+
 class SweepCallback(Callback):
     """The Hydra callback `train -m` adds (ganlab.__main__.run_train).
 
-    on_multirun_start runs in the launching process: it notes the sweep dir for the summary
-    at the end (sweep_failures). on_job_end runs where the job ran: for a job that crashed (an
-    exception other than UserError, which train.main logs and turns into a failed job itself)
-    it writes the traceback into the job's train.log, because Hydra hands the exception back to
-    the launching process, and the joblib and submitit launchers pickle it without its traceback.
+    on_multirun_start runs in the launching process: it refuses a sweeper direction other than
+    minimize (check_direction; one `error:` line, exit code 2, before any job runs), and notes
+    the sweep dir for the summary at the end (sweep_failures). on_job_end runs where the job
+    ran: for a job that crashed (an exception other than UserError, which train.main logs and
+    turns into a failed job itself) it writes the traceback into the job's train.log, because
+    Hydra hands the exception back to the launching process, and the joblib and submitit
+    launchers pickle it without its traceback.
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweeper = config.hydra.get("sweeper")
+        try:
+            check_direction(sweeper)
+        except UserError as e:
+            fail(str(e))  # SystemExit(2): Hydra lets it through, ganlab.__main__ exits with it
+        if optimising(sweeper):
+            # optuna imports alembic, whose plugin set-up logs a line per plugin at INFO
+            logging.getLogger("alembic").setLevel(logging.WARNING)
+            logging.getLogger("ganlab").info(
+                "the sweeper minimises what each job returns: its primary metric, negated "
+                "when higher is better (%s)", ", ".join(
+                    objective_name(name, mode) for name, mode in PRIMARY_METRICS))
         root = Path(str(config.hydra.sweep.dir))
         LAUNCH.dir = root
         LAUNCH.before = ({str(d): _mtime(d / ".hydra" / "overrides.yaml")

@@ -21,12 +21,14 @@ from ganlab.errors import UserError, fail
 from ganlab.families import FAMILIES, check_family_data
 from ganlab.families.capabilities import Sampler, Translator
 from ganlab.loop import Loop
+from ganlab.metrics import primary_metric
 from ganlab.metrics.samples import SampleMetrics, wants_heldout
 from ganlab.plugins import discover
 from ganlab.preflight import RESUME_AUTO
 from ganlab.provenance import command_line, source_version
 from ganlab.runtime import flush_denormals, speed_switches
-from ganlab.sweep import LAUNCH, to_train_log
+from ganlab.sweep import LAUNCH, objective, objective_name, optimising, to_train_log
+from ganlab.trackers import check_tracker
 
 log = logging.getLogger("ganlab")
 discover()  # every family, dataset and loss registers its config schema before Hydra composes
@@ -58,6 +60,7 @@ def resolve_device(name: str) -> torch.device:
 def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, float]:
     check_ranges(cfg)  # preflight checked already; this serves callers that skip it
     check_family_data(cfg)
+    check_tracker(cfg)
     replicas = Replicas()
     device = replicas.device(resolve_device(cfg.device))
     flush_denormals()
@@ -120,17 +123,28 @@ def resume_path(resume: str | None, run_dir: Path) -> str | None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    """The task function. It returns the run's primary metric, negated when higher is better
+    (fid as it is, -accuracy): lower is always better, so a sweeper that optimises
+    (hydra/sweeper=optuna) minimises it. A job that failed returns None (Optuna: a failed
+    trial), as does a run without a primary metric outside such a sweeper."""
     LAUNCH.task_started = True
     hydra_cfg = HydraConfig.get()
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
     log.info("command: %s", command_line(list(hydra_cfg.overrides.task)))
     log.info("source: %s", source_version())
+    optimised = hydra_cfg.mode == RunMode.MULTIRUN and optimising(hydra_cfg.get("sweeper"))
     try:
-        train(cfg, Path(hydra_cfg.runtime.output_dir), overrides)
+        metrics = train(cfg, Path(hydra_cfg.runtime.output_dir), overrides)
+        value = objective(metrics, required=optimised)
     except UserError as e:
         to_train_log(f"error: {e}")
         if hydra_cfg.mode != RunMode.MULTIRUN:
             fail(str(e))
         LAUNCH.failed_jobs.append(f"job {hydra_cfg.job.num} ({' '.join(overrides)}): {e}")
         log.error("error: %s; the sweep goes on", e)
-    return None
+        return None
+    if optimised:
+        chosen = primary_metric(metrics)
+        log.info("returned to the sweeper (minimised): %s = %.6g",
+                 objective_name(*chosen), value)
+    return value

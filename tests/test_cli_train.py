@@ -60,7 +60,8 @@ def test_train_every_loss_logs_scalars_and_images(loss_sweep, loss):
     assert images[0].width == images[0].height > 28  # a grid of 16 28-px samples
     text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
     assert f"name: {loss}" in text  # the resolved config as text
-    assert "_hparams_/experiment" in events.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in read_events(run / "tb" / "hparams"
+                                                         ).PluginTagToContent("hparams")
 
     # what only this loss gives: D's loss from the scores logged beside it (their batch
     # means; a mean of a convex loss is at least the loss of the mean), the sign of G's loss

@@ -69,17 +69,25 @@ def test_the_gan_layout_puts_d_against_g(ring_run: Path) -> None:
 
 
 def test_hparams_compare_what_was_trained_and_how_well(ring_run: Path) -> None:
-    events = read_events(ring_run / "tb")
-    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
-    names = [h.name for h in experiment.hparam_infos]
-    # the command line's keys first (group choices by their name), then what names a run
-    assert names[:4] == ["model.name", "dataset.name", "dataset.n_samples", "model.g_hidden"]
-    assert "loss.name" in names and "trainer.seed" in names
+    table = read_events(ring_run / "tb" / "hparams")
+    tags = table.PluginTagToContent("hparams")
+    # no experiment summary: TensorBoard builds the table from every run's session, with the
+    # keys whose values differ between runs first
+    assert "_hparams_/experiment" not in tags
+    session = plugin_data_pb2.HParamsPluginData.FromString(
+        tags["_hparams_/session_start_info"]).session_start_info
+    names = set(session.hparams)
+    # what names the run (group choices by their name), what the command line set, and what
+    # the chosen model reads
+    assert {"model.name", "dataset.name", "loss.name", "dataset.n_samples", "model.g_hidden",
+            "model.lr_d", "trainer.seed"} <= names
     assert not [n for n in names if n.startswith(("log.", "eval.", "data.", "device"))]
-    metrics = [m.name.tag for m in experiment.metric_infos]
-    assert metrics == ["eval/modes_covered"]  # the primary metric: an eval/ scalar of the run
-    scalars = events.Tags()["scalars"]
+    assert "dataset.std" not in names  # the dataset's settings only where the command set them
+    # the metrics: the primary one, at the run's last step, under the run's own eval/ name
+    assert table.Tags()["scalars"] == ["eval/modes_covered"]
+    (final,) = table.Scalars("eval/modes_covered")
+    assert final.step == 20
+    scalars = read_events(ring_run / "tb").Tags()["scalars"]
     assert "eval/modes_covered" in scalars and not [s for s in scalars if "hparam" in s]
     assert hparam_metrics({"accuracy": 0.9, "step": 5, "steps_per_second": 3.0,
                            "kid": float("nan"), "precision": 0.5}) == ["accuracy", "precision"]

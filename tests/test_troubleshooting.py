@@ -159,6 +159,8 @@ def test_row(situation, command, message, tmp_path, dcgan_run, capsys, monkeypat
     if "hydra/launcher=" in command:  # the `sweep` extra's launchers, skipped without it as in
         pytest.importorskip("hydra_plugins.hydra_joblib_launcher")  # test_sweep_launchers.py
         pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    if "hydra/sweeper=" in command:
+        pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     values = places(tmp_path, dcgan_run)
     monkeypatch.setenv("GANLAB_DATA", values["<data_dir>"])
     monkeypatch.chdir(tmp_path)
