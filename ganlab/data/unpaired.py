@@ -32,7 +32,7 @@ from ganlab.images import resize_uint8
 log = logging.getLogger("ganlab")
 
 DOMAINS = ("A", "B")
-UNPAIRED_BUILDERS = ("unpaired", "red2blue")  # the DATASETS entries that give two domains
+UNPAIRED_BUILDERS = ("unpaired", "red2blue", "horse2zebra_mini")  # the two-domain DATASETS
 LOAD_SCALE = 1.12  # the reference's load size over crop size: 286 / 256
 # archives ganlab knows how to fetch; any other folder in the same layout works when placed
 ARCHIVES = {
