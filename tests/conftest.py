@@ -158,6 +158,7 @@ def tiny_loop(run_dir: Path, family, eval_every: int = 0, **trainer):
     cfg.trainer.batch_size = 4
     cfg.trainer.ckpt_every = 2
     cfg.log.progress = False
+    cfg.log.every = 50  # losses looked at only when checkpointing (every 2 steps)
     cfg.log.sample_every = 0
     cfg.eval.every = eval_every
     cfg.trainer.update(trainer)
@@ -250,6 +251,10 @@ def no_download(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(datasets.MNIST, "download", fail)
     monkeypatch.setattr(datasets.CIFAR10, "download", fail)
+    # and no Debian dataset-fashion-mnist package to fall back on, whatever this machine has
+    from ganlab.data import mnist
+
+    monkeypatch.setattr(mnist, "DEBIAN_FASHION_MNIST", Path("/nonexistent/fashion-mnist"))
     return calls
 
 

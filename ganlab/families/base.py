@@ -141,8 +141,8 @@ def check_family_data(cfg) -> None:
     if FAMILIES.get(cfg.model.family).unpaired and not unpaired:
         raise UserError(f"model={cfg.model.name} translates between two unpaired image domains; "
                         f"dataset={cfg.dataset.name} is a single dataset (use dataset=horse2zebra, "
-                        "dataset=red2blue, or dataset=unpaired dataset.name=<a folder with "
-                        "trainA/ and trainB/>)")
+                        "dataset=horse2zebra_mini, dataset=red2blue, or dataset=unpaired "
+                        "dataset.name=<a folder with trainA/ and trainB/>)")
     if unpaired and not FAMILIES.get(cfg.model.family).unpaired:
         raise UserError(f"dataset={cfg.dataset.name} holds two unpaired image domains, for "
                         f"model=cyclegan; model={cfg.model.name} ({cfg.model.family} family) "
