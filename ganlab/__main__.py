@@ -26,7 +26,8 @@ commands:
            folder, a samples .npz, a run dir or NAME:train|test [metrics=fid,kid,prdc,is]
            [n=N] [save_stats=FILE.npz] [ref_stats=FILE.npz] [out=FILE.json]
   report   one table for a sweep: python -m ganlab report outputs/multirun/<date>/<time>
-  latent   latent arithmetic with a VAE: ckpt=PATH attribute=NAME [alpha=1.5] out=FILE.png
+  latent   latent arithmetic with a VAE: ckpt=PATH attribute=NAME [alpha=1.5] out=FILE.png;
+           or its map: ckpt=PATH map=true [method=auto|tsne|pca] [n_map=2000] out=FILE.png
   translate  apply a trained CycleGAN to images: ckpt=PATH input=DIR|FILE out=DIR
            [direction=AtoB|BtoA] [sheet=FILE.png] [size=N]
   export   one network of a trained run as a file that runs without ganlab, any batch size:

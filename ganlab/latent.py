@@ -1,4 +1,5 @@
 """`python -m ganlab latent ckpt=RUN attribute=Smiling alpha=1.5 out=smile.png`
+(and `latent ckpt=RUN map=true out=map.png`: the map of held-out codes, ganlab/latent_map.py)
 
 Latent-space arithmetic with a trained VAE (or autoencoder): the attribute vector is the mean
 code of training images with the attribute minus the mean code of those without; each row of
@@ -27,7 +28,13 @@ from ganlab.runtime import flush_denormals
 @dataclass
 class LatentConfig:
     ckpt: str = MISSING  # checkpoint file or run dir of a VAE or autoencoder
-    attribute: str = MISSING  # a CelebA attribute name, or a class of a labelled dataset
+    # a CelebA attribute name, or a class of a labelled dataset (latent arithmetic)
+    attribute: str | None = None
+    # true: the map of held-out codes instead (ganlab/latent_map.py), of the first n_map images
+    map: bool = False
+    method: str = "auto"  # the map of a latent larger than 2-D: auto (t-SNE), tsne, pca
+    n_map: int = 2000
+    seed: int = 0  # t-SNE's
     alpha: float = 1.5  # columns go from -alpha to +alpha
     steps: int = 7  # columns of alphas (odd: the middle one is the plain reconstruction)
     n: int = 8  # rows: the first n held-out images
@@ -39,8 +46,12 @@ class LatentConfig:
 
 def parse(args: list[str]) -> LatentConfig:
     cfg = parse_options(LatentConfig, args, "latent")
-    if cfg.n < 1 or cfg.steps < 2 or cfg.n_reference < 1:
-        raise UserError("latent: n and n_reference must be at least 1, steps at least 2")
+    if cfg.n < 1 or cfg.steps < 2 or cfg.n_reference < 1 or cfg.n_map < 2:
+        raise UserError("latent: n and n_reference must be at least 1, n_map at least 2, "
+                        "steps at least 2")
+    if not cfg.map and cfg.attribute is None:
+        raise UserError("latent: give attribute=NAME (latent arithmetic) or map=true (the map "
+                        "of held-out codes)")
     if Path(cfg.out).suffix != ".png":
         raise UserError(f"latent: out must end in .png, got {cfg.out!r}")
     return cfg  # type: ignore[return-value]
@@ -79,6 +90,12 @@ def main(args: list[str]) -> None:
     train_cfg = family.config
     data = build_dataset(train_cfg.dataset, Path(cfg.data_dir or train_cfg.data_dir),
                          train_cfg.trainer.seed, heldout=True)
+    if cfg.map:
+        from ganlab.latent_map import draw
+
+        for path in draw(family, data.heldout, cfg.n_map, cfg.method, cfg.seed, cfg.out):
+            print(f"wrote {path}")
+        return
     has = attribute_mask(data, cfg.attribute)
     if not has.any() or has.all():
         raise UserError(f"attribute {cfg.attribute!r}: the training data has "
