@@ -20,7 +20,7 @@ from ganlab.checkpoint import load_checkpoint
 from ganlab.commandline import parse_options
 from ganlab.data import build_dataset
 from ganlab.errors import UserError
-from ganlab.families.capabilities import Autoencoder, require
+from ganlab.families.capabilities import Autoencoder, Sampler, require
 from ganlab.images import UNIT, make_grid, save_png, to_float, to_uint8
 from ganlab.runtime import flush_denormals
 
@@ -86,14 +86,24 @@ def main(args: list[str]) -> None:
     cfg = parse(args)
     flush_denormals()  # as in training: denormals slow CPU inference up to 100x
     family = load_checkpoint(cfg.ckpt, cfg.device)
-    require(family, Autoencoder, "latent needs an autoencoder or VAE", cfg.ckpt)
-    train_cfg = family.config
-    data = build_dataset(train_cfg.dataset, Path(cfg.data_dir or train_cfg.data_dir),
-                         train_cfg.trainer.seed, heldout=True)
     if cfg.map:
-        from ganlab.latent_map import draw
+        require(family, (Autoencoder, Sampler), "latent map=true needs an autoencoder, a VAE "
+                "or a model that draws samples", cfg.ckpt)
+    else:
+        require(family, Autoencoder, "latent needs an autoencoder or VAE", cfg.ckpt)
+    train_cfg = family.config
+    data_dir = Path(cfg.data_dir or train_cfg.data_dir)
+    data = build_dataset(train_cfg.dataset, data_dir, train_cfg.trainer.seed, heldout=True)
+    if cfg.map:
+        from ganlab import latent_map
 
-        for path in draw(family, data.heldout, cfg.n_map, cfg.method, cfg.seed, cfg.out):
+        if isinstance(family, Autoencoder):
+            written = latent_map.draw(family, data.heldout, cfg.n_map, cfg.method, cfg.seed,
+                                      cfg.out)
+        else:
+            written = latent_map.draw_samples(family, train_cfg, data.heldout, data_dir,
+                                              cfg.n_map, cfg.method, cfg.seed, cfg.out)
+        for path in written:
             print(f"wrote {path}")
         return
     has = attribute_mask(data, cfg.attribute)

@@ -7,6 +7,10 @@ seen sitting together. A 2-D latent is drawn as it is; a larger one is projected
 variance). For a VAE with a 2-D latent, `<out>_manifold.png` is the classic figure of
 Kingma & Welling: the decoder's images over a grid of the latent plane, taken at the normal
 quantiles of the prior (so each cell covers the same prior mass).
+
+For a GAN (any family that draws samples) on digits, the map is of the reference classifier's
+feature space instead: real held-out digits coloured by class and the model's samples in black,
+embedded together, so missing modes show as clusters without black points.
 """
 
 from __future__ import annotations
@@ -58,7 +62,8 @@ def embed_2d(codes: torch.Tensor, method: str, seed: int = 0) -> tuple[torch.Ten
 
 
 def scatter_by_class(points: torch.Tensor, labels: torch.Tensor | None,
-                     class_names: tuple[str, ...] | None, title: str) -> torch.Tensor:
+                     class_names: tuple[str, ...] | None, title: str,
+                     extra: torch.Tensor | None = None, extra_label: str = "") -> torch.Tensor:
     """A scatter plot, one colour per class with a legend: uint8 (3, H, W)."""
     from matplotlib.figure import Figure
 
@@ -77,6 +82,12 @@ def scatter_by_class(points: torch.Tensor, labels: torch.Tensor | None,
             name = class_names[k] if class_names is not None else str(k)
             colour = cmap(i if len(classes) <= 10 else i / max(1, len(classes) - 1))
             ax.scatter(p[y == k, 0], p[y == k, 1], s=4, color=colour, linewidths=0, label=name)
+    if extra is not None:  # drawn over the classes: the model's samples
+        e = extra.detach().cpu().numpy()
+        # crosses: tab10 has a grey of its own (class 7), so colour alone would not tell
+        ax.scatter(e[:, 0], e[:, 1], s=9, c="black", marker="x", linewidths=0.6,
+                   label=extra_label)
+    if labels is not None or extra is not None:
         ax.legend(markerscale=4, fontsize=7, loc="best", framealpha=0.8)
     ax.set_title(title, fontsize=9)
     ax.tick_params(labelsize=7)
@@ -115,3 +126,31 @@ def draw(family, heldout, n: int, method: str, seed: int, out: str) -> list[Path
         save_png(manifold_grid(family), manifold)
         written.append(manifold)
     return written
+
+
+def draw_samples(family, train_cfg, heldout, data_dir: Path, n: int, method: str, seed: int,
+                 out: str) -> list[Path]:
+    """A sampling family's map: n samples and n real held-out images in the feature space of
+    the run's reference classifier (or eval.classifier), embedded together."""
+    from ganlab.metrics.reference import load_reference, native_heldout
+    from ganlab.metrics.samples import draw_images, uses_classifier
+
+    if not uses_classifier(train_cfg.eval, train_cfg.dataset):
+        raise UserError(f"latent map of a {train_cfg.model.name} run: the map is drawn in a "
+                        f"reference classifier's feature space, which ganlab has for mnist and "
+                        f"fashion_mnist, not {train_cfg.dataset.name}")
+    reference = load_reference(train_cfg.eval, train_cfg.dataset, data_dir, family.device,
+                               heldout)
+    real = native_heldout(train_cfg.dataset, data_dir, heldout)
+    real_x, real_y = real.x[:n], real.y[:n]
+    fakes = draw_images(family, len(real_x), seed)
+    _, real_features = reference.probs_and_features(real_x)
+    _, fake_features = reference.probs_and_features(fakes)
+    points, how = embed_2d(torch.cat([real_features, fake_features]).float(), method, seed)
+    title = (f"{len(real_x):,} real {train_cfg.dataset.name} digits (by class) and "
+             f"{len(fakes):,} samples (black crosses)\nin the reference classifier's features: "
+             f"{how}")
+    picture = scatter_by_class(points[: len(real_x)], real_y, real.spec.class_names, title,
+                               extra=points[len(real_x):], extra_label="samples")
+    save_png(picture, out)
+    return [Path(out)]

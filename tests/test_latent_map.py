@@ -81,3 +81,53 @@ def test_latent_map_command_on_a_2d_vae(tmp_path: Path, capsys) -> None:
         __main__.main(["latent", "ckpt=run"])
     assert stop.value.code == 2
     assert "give attribute=NAME" in capsys.readouterr().err
+
+
+def test_a_gan_map_embeds_samples_beside_the_real_classes(tmp_path: Path, monkeypatch) -> None:
+    """The map of a sampling family: real held-out digits and samples, in the feature space
+    of the run's classifier (here a stand-in: the reference classifier is tested elsewhere)."""
+    from conftest import build_family
+    from omegaconf import OmegaConf
+    from torch import nn
+
+    from ganlab.data.base import DataSpec, InMemoryDataset
+    from ganlab.families.gan import DcganConfig
+    from ganlab.latent_map import draw_samples
+    from ganlab.metrics import reference
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 8), nn.ReLU(), nn.Linear(8, 10))
+    stand_in = reference.ReferenceClassifier(model, "a stand-in", 1.0, (1, 28, 28))
+    monkeypatch.setattr(reference, "load_reference", lambda *a, **k: stand_in)
+    family = build_family(DcganConfig(g_features=8, d_features=8))
+    cfg = OmegaConf.merge(family_config(), {"eval": {"classifier": "stand-in.pt"}})
+    g = torch.Generator().manual_seed(0)
+    heldout = InMemoryDataset(DataSpec("synthetic", "image", (1, 28, 28), num_classes=10),
+                              torch.randint(0, 256, (40, 1, 28, 28), generator=g,
+                                            dtype=torch.uint8), torch.arange(40) % 10)
+    import ganlab.latent_map as latent_map
+
+    drawn = {}
+    real_scatter = latent_map.scatter_by_class
+
+    def spy(points, labels, names, title, extra=None, extra_label=""):
+        drawn.update(points=points, labels=labels, extra=extra, title=title)
+        return real_scatter(points, labels, names, title, extra, extra_label)
+
+    monkeypatch.setattr(latent_map, "scatter_by_class", spy)
+    (out,) = draw_samples(family, cfg, heldout, tmp_path, 40, "pca", 0,
+                          str(tmp_path / "gan_map.png"))
+    assert np.asarray(Image.open(out)).shape[:2] == (640, 640)
+    # 40 real points by class and 40 samples, embedded together (one PCA of all 80)
+    assert drawn["points"].shape == (40, 2) and drawn["extra"].shape == (40, 2)
+    assert drawn["labels"].tolist() == (torch.arange(40) % 10).tolist()
+    both = torch.cat([drawn["points"], drawn["extra"]])
+    assert abs(float(both.mean(0).abs().max())) < 1e-4  # centred together, not apart
+    assert "samples" in drawn["title"]
+
+
+def family_config():
+    from conftest import make_config
+
+    from ganlab.families.gan import DcganConfig
+
+    return make_config(DcganConfig(g_features=8, d_features=8))
