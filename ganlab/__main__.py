@@ -33,6 +33,8 @@ commands:
   export   one network of a trained run as a file that runs without ganlab, any batch size:
            ckpt=PATH out=FILE.onnx|FILE.pt2 [format=onnx|torch_export] [net=NAME]
            (G; decoder|encoder; model; G_AB|G_BA; the first is the default)
+  dream    DeepDream with a classifier: ckpt=RUN|torchvision:NAME layer=NAME [input=IMAGE]
+           out=FILE.png [octaves=4 steps=10 step_size=0.01 jitter=16] (weights on disk only)
   attack   attack a trained classifier on held-out data: ckpt=PATH attack=fgsm|ifgsm|pgd|
            transfer|substitute [attack.eps=[0,0.1,0.3]] [attack.targeted=true attack.target=T]
 
@@ -93,6 +95,7 @@ COMMANDS = {
     "attack": "ganlab.attack",
     "translate": "ganlab.translate",
     "export": "ganlab.export",
+    "dream": "ganlab.dream",
 }
 
 
