@@ -20,6 +20,7 @@ from ganlab.errors import UserError
 from ganlab.families.base import FAMILIES, Family
 from ganlab.images import UNIT, make_grid, to_float, to_uint8
 from ganlab.metrics.likelihood import importance_log_weights, iwae_log_px
+from ganlab.metrics.sharpness import sharpness_ratio
 from ganlab.models import MODELS
 from ganlab.models.autoencoders import Architecture
 from ganlab.optim import adam
@@ -170,6 +171,9 @@ class AutoencoderFamily(Family):
             for k, v in self.losses(x, noise).items():
                 sums[k] = sums.get(k, 0.0) + float(v.sum())
         metrics = {f"heldout_{k}": v / n for k, v in sums.items()}
+        # blur: the reconstructions' Laplacian variance over the inputs' (1: as sharp)
+        x = to_float(self.heldout.x[: min(n, 1000)], UNIT)
+        metrics["heldout_recon_sharpness"] = sharpness_ratio(self.decode(self.encode(x)), x)
         if self.variational:  # the ELBO itself, whatever beta training used
             metrics["heldout_neg_elbo"] = metrics["heldout_recon"] + metrics["heldout_kl"]
             if self.iwae_k:

@@ -111,15 +111,22 @@ class SampleMetrics:
         """Not under no_grad: the first call may train the reference classifier."""
         if isinstance(family, Translator) and self.weights is not None:
             return self._translations(family)
-        if not isinstance(family, Sampler) or not self.applies():
+        if not isinstance(family, Sampler):
             return {}
         if self.spec.kind == "points":
+            if not self.applies():
+                return {}
             generator = torch.Generator().manual_seed(self.seed)
             z = family.sample_noise(self.n_samples, generator)
             with torch.no_grad():
                 return self._modes(family.generate(z).float().cpu())
+        if self.heldout is None:
+            return {}
+        from ganlab.metrics.sharpness import sharpness_ratio
+
         fakes, labels = draw_labelled_images(family, self.n_samples, self.seed)
-        metrics: dict = {}
+        # blur: the samples' Laplacian variance over the held-out images' (1: as sharp)
+        metrics: dict = {"sharpness": sharpness_ratio(fakes, self.heldout.x[: self.n_samples])}
         if self.classifier:
             metrics.update(self._classifier().measure(fakes, self.progress, labels))
         if self.weights is not None:
