@@ -95,6 +95,8 @@ class AutoencoderFamily(Family):
         "held-out: negative ELBO and importance-sampled -log p(x), nats": [
             r"^eval/heldout_(neg_elbo|nll_iwae)$"],
         "held-out terms": [r"^eval/heldout_(recon|kl)$"],
+        "sharpness of reconstructions and samples (real images = 1)": [
+            r"^eval/(heldout_recon_sharpness|sharpness)$"],
         "sample quality (lower is better)": [r"^eval/(fid|classifier_fid|kid)$"],
     }}
     visual_notes: ClassVar[dict[str, str]] = {

@@ -165,6 +165,7 @@ class GanFamily(Family):
         "sample quality (lower is better)": [r"^eval/(fid|classifier_fid|kid)$"],
         "precision and recall": [r"^eval/(precision|recall|density|coverage)$"],
         "modes (toys)": [r"^eval/(modes_covered|high_quality)"],
+        "sharpness (real images = 1)": [r"^eval/sharpness$"],
     }}
     visual_notes: ClassVar[dict[str, str]] = {
         "samples": "G(z) for the same fixed z (and labels) at every step, from step 0"}
