@@ -1,8 +1,10 @@
 """Run directories named after what they hold, so TensorBoard's run list says which is which.
 
 A run: `outputs/<date>/<time>_<model>_<loss or defence>[_<other overrides>]`, e.g.
-`outputs/2026-11-30/15-28-02_dcgan_wgan_gp` for `model=dcgan loss=wgan_gp`. A sweep job:
-`outputs/multirun/<date>/<time>/<job number>_<the swept values>`, e.g. `3_loss=hinge`.
+`outputs/2026-11-30/15-28-02_dcgan_wgan_gp_max_steps-300` for `model=dcgan loss=wgan_gp
+trainer.max_steps=300`. A sweep job: `outputs/multirun/<date>/<time>/<job number>_<the swept
+values>`, e.g. `3_loss-hinge`. Names hold only letters, digits and `._+-`, so `resume=<run
+dir>` needs no quotes (Hydra reads `=`, `,` and brackets in a value as syntax).
 Both come from OmegaConf resolvers in conf/config.yaml's hydra.run.dir and hydra.sweep.subdir;
 which keys a sweep varies is worked out from the command line before Hydra starts (`swept`).
 """
@@ -17,15 +19,25 @@ MAX_LENGTH = 96  # characters of the name part: a path stays readable in TensorB
 # overrides that say where or how a run is watched, not what it trains: left out of names
 UNNAMED = ("hydra.", "hydra/", "device", "data_dir", "resume", "log.progress", "logger")
 GROUPS_IN_NAME = ("model", "loss", "defense")  # named first, by their values
-_UNSAFE = re.compile(r"[^A-Za-z0-9=.,+_\-\[\]]+")
+# what a name may hold: characters that need no quoting in a shell or in a Hydra override
+# (`resume=<run dir>` must work as typed: `=`, `,` and brackets would not)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+\-]+")
+
+
+def _value(value: str) -> str:
+    """A value as a name: a list's items joined by `+`, anything else unsafe -> `-`."""
+    value = value.strip("[]()").replace(",", "+")
+    text = _UNSAFE.sub("-", value)
+    return text.rstrip("-") if value.startswith("-") else text.strip("-")  # -1 stays -1
 
 
 def _short(override: str) -> str:
-    """`trainer.max_steps=300` -> `max_steps=300`; a group choice `dataset=cifar10` ->
-    `cifar10`; a path's slashes and other characters a folder name should not hold -> `-`."""
+    """`trainer.max_steps=300` -> `max_steps-300`; a group choice `dataset=cifar10` ->
+    `cifar10`; `model.g_hidden=[16,32]` -> `g_hidden-16+32`; a path's slashes -> `-`."""
     key, _, value = override.lstrip("+~").partition("=")
-    text = value if "." not in key and "/" not in key else f"{key.rsplit('.', 1)[-1]}={value}"
-    return _UNSAFE.sub("-", text).strip("-")
+    if "." not in key and "/" not in key:
+        return _value(value)
+    return f"{key.rsplit('.', 1)[-1]}-{_value(value)}"
 
 
 def _key(override: str) -> str:
@@ -53,7 +65,7 @@ def job_name(*, _root_) -> str:
                                  default=[]) or [])
     overrides = OmegaConf.select(_root_, "hydra.overrides.task", default=[]) or []
     number = str(OmegaConf.select(_root_, "hydra.job.num", default=0))
-    return _join([number, *(_UNSAFE.sub("-", o.lstrip("+~")) for o in overrides
+    return _join([number, *(f"{_key(o)}-{_value(o.partition('=')[2])}" for o in overrides
                             if _key(o) not in fixed and not _key(o).startswith(UNNAMED))])
 
 

@@ -194,7 +194,7 @@ def run_in_process(args: list[str], capsys,
 
 
 def job_dirs(sweep: Path) -> list[Path]:
-    """A sweep's job folders (`<number>_<swept values>`, e.g. `0_loss=lsgan`) by job number."""
+    """A sweep's job folders (`<number>_<swept values>`, e.g. `0_loss-lsgan`) by job number."""
     jobs = [p for p in sweep.iterdir() if p.is_dir() and p.name.split("_")[0].isdigit()]
     return sorted(jobs, key=lambda p: int(p.name.split("_")[0]))
 

@@ -146,7 +146,7 @@ def test_multirun_sweep_writes_one_dir_per_job(workdir):
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (workdir / "outputs" / "multirun").glob("*/*")
     jobs = job_dirs(sweep)
-    assert [j.name for j in jobs] == ["0_loss=lsgan", "1_loss=hinge"]  # the swept value
+    assert [j.name for j in jobs] == ["0_loss-lsgan", "1_loss-hinge"]  # the swept value
     for job, loss in zip(jobs, ["lsgan", "hinge"], strict=False):
         assert f"name: {loss}" in (job / ".hydra" / "config.yaml").read_text()
         assert (job / "checkpoints" / "last.pt").is_file()

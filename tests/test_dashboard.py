@@ -34,8 +34,21 @@ def test_the_run_dir_names_the_model_loss_and_overrides(ring_run: Path) -> None:
     assert len(time) == len("15-28-02")
     # model and loss first; then what else the command line changed, short; device and the
     # progress bar say nothing about the run and are left out
-    assert name == ("mlp_gan_hinge_ring_n_samples=512_g_hidden=[16]_d_hidden=[16]_batch_size=32"
-                    "_max_steps=20")
+    assert name == ("mlp_gan_hinge_ring_n_samples-512_g_hidden-16_d_hidden-16_batch_size-32"
+                    "_max_steps-20")
+
+
+def test_a_run_dir_is_a_valid_resume_value() -> None:
+    """resume=<run dir> as typed: no `=`, `,` or brackets, which Hydra reads as syntax."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from ganlab.run_names import _short
+
+    name = "_".join(_short(o) for o in ["model.g_hidden=[16,32]", "dataset.path=/a/b c",
+                                       "model.lr_d=1e-4", "model.clip=-0.5"])
+    assert name == "g_hidden-16+32_path-a-b-c_lr_d-1e-4_clip--0.5"
+    (parsed,) = OverridesParser.create().parse_overrides([f"resume=outputs/{name}"])
+    assert parsed.value() == f"outputs/{name}" and not parsed.is_sweep_override()
 
 
 def test_a_sweep_names_its_jobs_by_what_they_vary() -> None:

@@ -339,7 +339,7 @@ def test_train_grows_to_the_final_size_and_logs_the_schedule(workdir):
     assert _scalars(events, "progan/resolution") == {1: 4, 2: 4, 3: 8, 4: 8, 5: 16, 6: 16}
     assert "loss/gp" in events.Tags()["scalars"]
     images = events.Images("samples")
-    assert [e.step for e in images] == [2, 4, 6]
+    assert [e.step for e in images] == [0, 2, 4, 6]  # step 0: where training starts
     grid = 4 * 16 + 5 * 2  # 16 samples of 16 px, 4 to a row, 2-px padding
     assert {(e.width, e.height) for e in images} == {(grid, grid)}
     from PIL import Image

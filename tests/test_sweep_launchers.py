@@ -45,7 +45,7 @@ def test_joblib_runs_the_jobs_in_parallel_workers(workdir, capsys):
                       "trainer.seed=0,1"], workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     sweep, jobs = sweep_jobs(workdir)
-    assert [j.name for j in jobs] == ["0_trainer.seed=0", "1_trainer.seed=1"]
+    assert [j.name for j in jobs] == ["0_trainer.seed-0", "1_trainer.seed-1"]
     for job, seed in zip(jobs, ["0", "1"], strict=True):
         assert json.loads((job / "metrics.json").read_text())["step"] == 2
         assert f"trainer.seed={seed}" in (job / ".hydra" / "overrides.yaml").read_text()
