@@ -130,6 +130,12 @@ class Replicas:
 
         _coalesced(grads, mean)
 
+    def sum(self, tensors: list[torch.Tensor]) -> None:
+        """Each tensor summed over replicas, in place (statistics of the global batch: a
+        VQ-VAE's codebook counts)."""
+        if self.active:
+            _coalesced(tensors, dist.all_reduce)
+
     def any(self, flag: bool) -> bool:
         """Whether any replica says yes (a diverged loss): all must agree, or the others
         would wait for a collective that never comes."""
