@@ -1,9 +1,10 @@
 """`python -m ganlab translate ckpt=PATH input=DIR|FILE out=DIR [direction=AtoB|BtoA]`.
 
-Applies a trained CycleGAN generator to a folder of images (or one image) and writes each
-translation under the same file name in `out`; `sheet=FILE.png` also writes a side-by-side
+Applies a trained CycleGAN or pix2pix generator to a folder of images (or one image) and writes
+each translation under the same file name in `out`; `sheet=FILE.png` also writes a side-by-side
 comparison (input | translation). Inputs are resized to the training size (as the test split
-is) unless `size=N` asks for another size the generator can take.
+is) unless `size=N` asks for another size the generator can take. pix2pix translates one way
+(AtoB: its input to its output); a colorize model reads each input as gray (BT.601 luma).
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ PAIRS_PER_SHEET_ROW = 4
 
 @dataclass
 class TranslateConfig:
-    ckpt: str = MISSING  # a cyclegan checkpoint file or run dir
+    ckpt: str = MISSING  # a cyclegan or pix2pix checkpoint file or run dir
     input: str = MISSING  # an image file or a folder of images
     out: str = MISSING  # folder for the translations (same file names as the inputs)
-    direction: str = "AtoB"  # AtoB | BtoA
+    direction: str = "AtoB"  # AtoB | BtoA (pix2pix: AtoB only)
     size: int | None = None  # translate at this square size; default: the training size
     sheet: str | None = None  # also write input | translation pairs to this .png
     sheet_max: int = 16  # pairs on the sheet
@@ -68,6 +69,21 @@ def inputs(path: Path) -> tuple[Path, list[str]]:
     raise UserError(f"translate: input {path} does not exist")
 
 
+def input_channels(family) -> int:
+    """The channels a translator reads: its own `input_channels` where it declares them (a
+    pix2pix model that colourises reads gray), else the training data's."""
+    return int(getattr(family, "input_channels", family.spec.shape[0]))
+
+
+def check_direction(family, direction: str) -> None:
+    """A translator that learnt one direction only (pix2pix) says so before any work."""
+    directions = getattr(family, "directions", DIRECTIONS)
+    if direction not in directions:
+        raise UserError(f"translate: direction={direction}: this {family.config.model.name} "
+                        f"model translates {' and '.join(directions)} only (its input to its "
+                        "output); train with dataset.direction=BtoA for the other way")
+
+
 def write_image(image: torch.Tensor, path: Path) -> None:
     """uint8 (C, H, W) to a file whose extension picks the format."""
     array = image.permute(1, 2, 0).cpu().numpy()
@@ -80,13 +96,14 @@ def main(args: list[str]) -> None:
     cfg = parse(args)
     flush_denormals()  # as in training: denormals slow CPU inference up to 100x
     family = load_checkpoint(cfg.ckpt, cfg.device)
-    require(family, Translator, "translate needs a cyclegan checkpoint", cfg.ckpt)
+    require(family, Translator, "translate needs a cyclegan or pix2pix checkpoint", cfg.ckpt)
+    check_direction(family, cfg.direction)
     folder, names = inputs(Path(cfg.input).expanduser())
     out = Path(cfg.out).expanduser()
     if out.resolve() == folder.resolve():
         raise UserError(f"translate: out={out} is the input folder; the translations would "
                         "replace the originals")
-    channels, size = family.spec.shape[0], cfg.size or family.spec.shape[-1]
+    channels, size = input_channels(family), cfg.size or family.spec.shape[-1]
     family.check_size(size, "size")
     out.mkdir(parents=True, exist_ok=True)
 
@@ -108,6 +125,8 @@ def main(args: list[str]) -> None:
             write_image(image, out / name)
         written += len(batch_names)
         room = cfg.sheet_max - len(shown) // 2
+        # gray inputs (colorize) beside colour outputs: repeated to the outputs' channels
+        real = real.expand(-1, fake.shape[1], -1, -1) if real.shape[1] == 1 else real
         for pair in zip(real[:room], fake[:room], strict=True):
             shown.extend(pair)
     if skipped:

@@ -13,6 +13,7 @@ from ganlab.data.base import (
     InMemoryDataset,
     split_off_heldout,
 )
+from ganlab.data.paired import PAIRED_BUILDERS
 from ganlab.data.toy import mode_centres
 from ganlab.data.unpaired import UNPAIRED_BUILDERS
 
@@ -21,13 +22,18 @@ __all__ = ["DATASETS", "Batches", "DataSpec", "InMemoryDataset", "build_dataset"
 
 def dataset_builder(cfg_dataset) -> str:
     """The DATASETS entry of a dataset config: its name, or its `loader` when the name is a
-    folder (unpaired)."""
+    folder (unpaired, paired)."""
     return cfg_dataset.get("loader") or cfg_dataset.name
 
 
 def is_unpaired(cfg_dataset) -> bool:
     """Whether the dataset holds two unpaired image domains (CycleGAN's data)."""
     return dataset_builder(cfg_dataset) in UNPAIRED_BUILDERS
+
+
+def is_paired(cfg_dataset) -> bool:
+    """Whether the dataset holds (A, B) image pairs (pix2pix's data)."""
+    return dataset_builder(cfg_dataset) in PAIRED_BUILDERS
 
 
 def build_dataset(cfg_dataset, data_dir: str | Path, seed: int, heldout: bool = False,
@@ -44,7 +50,7 @@ def build_dataset(cfg_dataset, data_dir: str | Path, seed: int, heldout: bool = 
         data.heldout = TEST_SPLITS.get(cfg_dataset.name)(cfg_dataset, Path(data_dir))
     if heldout and data.heldout is None:
         data = split_off_heldout(data)
-    if not isinstance(data, InMemoryDataset):  # two-domain data (CycleGAN) is never mapped
+    if not isinstance(data, InMemoryDataset):  # two-domain and paired data are never mapped
         return data
     if data.heldout is not None:
         data.heldout = data.heldout.materialized()

@@ -26,6 +26,9 @@ class Family:
     needs_heldout: ClassVar[bool] = False
     # whether the family trains on two unpaired image domains (CycleGAN) instead of one dataset
     unpaired: ClassVar[bool] = False
+    # whether the family trains on (input, target) image pairs (pix2pix); its check_config
+    # says which other datasets it can make pairs from
+    paired: ClassVar[bool] = False
     # set by the loop before each train_step: whether it will read this step's numbers; a
     # family may skip diagnostics (grad norms, mean D outputs) when False, but never losses
     diagnostics: bool = True
@@ -133,11 +136,15 @@ class Family:
 
 
 def check_family_data(cfg) -> None:
-    """A two-domain dataset needs a two-domain family and the other way round; said before
-    any data is read or downloaded."""
-    from ganlab.data import is_unpaired
+    """A two-domain dataset needs a two-domain family and the other way round, and a paired
+    dataset a paired family; said before any data is read or downloaded."""
+    from ganlab.data import is_paired, is_unpaired
 
     unpaired = is_unpaired(cfg.dataset)
+    if is_paired(cfg.dataset) and not FAMILIES.get(cfg.model.family).paired:
+        raise UserError(f"dataset={cfg.dataset.name} holds (input, target) image pairs, for "
+                        f"model=pix2pix; model={cfg.model.name} ({cfg.model.family} family) "
+                        "does not train on pairs")
     if FAMILIES.get(cfg.model.family).unpaired and not unpaired:
         raise UserError(f"model={cfg.model.name} translates between two unpaired image domains; "
                         f"dataset={cfg.dataset.name} is a single dataset (use dataset=horse2zebra, "

@@ -106,12 +106,16 @@ class UnetBlock(nn.Module):
     the outermost returns only its Tanh output."""
 
     def __init__(self, outer: int, inner: int, submodule: UnetBlock | None, norm: str,
-                 outermost: bool = False, dropout: bool = False):
+                 outermost: bool = False, dropout: bool = False,
+                 input_channels: int | None = None):
         super().__init__()
         self.outermost = outermost
         innermost = submodule is None
         bias = _conv_bias(norm)
-        down_conv = nn.Conv2d(outer, inner, 4, stride=2, padding=1, bias=bias)
+        # input_channels: what the level takes when it differs from what it returns (the
+        # outermost level of a pix2pix generator that colourises: 1 channel in, 3 out)
+        down_in = outer if input_channels is None else input_channels
+        down_conv = nn.Conv2d(down_in, inner, 4, stride=2, padding=1, bias=bias)
         # the inner levels return their input and output concatenated: twice the channels
         up_in = inner if innermost else inner * 2
         if outermost:
@@ -145,20 +149,28 @@ def unet_depth(image_size: int) -> int:
 
 
 def unet_generator(channels: int = 3, features: int = 64, depth: int = 8, norm: str = "instance",
-                   dropout: bool = False) -> nn.Module:
+                   dropout: bool = False, in_channels: int | None = None,
+                   dropout_levels: int | None = None) -> nn.Module:
     """The reference U-Net with `depth` downsamplings (the image size must be divisible by
     2**depth). Level i (0 = outermost) is features * min(2**i, 8) wide; dropout, when asked for,
-    sits in the levels 4.. that are 8 * features wide on both sides, except the innermost."""
+    sits in the levels 4.. that are 8 * features wide on both sides, except the innermost.
+
+    in_channels: the input's channels when they differ from the output's `channels`.
+    dropout_levels: put the dropout in this many levels just outside the innermost one instead
+    (the reference's rule gives depth - 5 of them: 3 at 256 px, none below 64 px)."""
     if depth < 1:
         raise UserError(f"the U-Net needs at least one downsampling, not depth={depth}")
     widths = [features * min(2**i, _MAX_WIDTH_MULT) for i in range(depth)]
+    # the levels with dropout: from `first` up to the innermost level, which never has it
+    first = 4 if dropout_levels is None else max(1, depth - 1 - dropout_levels)
     block: UnetBlock | None = None
     # build from the bottleneck outwards: each level wraps the levels inside it
     for i in reversed(range(depth)):
         outer = channels if i == 0 else widths[i - 1]
-        middle = 4 <= i < depth - 1  # the reference's `num_downs - 5` 512-to-512 levels
+        middle = first <= i < depth - 1  # by default the reference's `num_downs - 5` levels
         block = UnetBlock(outer, widths[i], block, norm, outermost=i == 0,
-                          dropout=dropout and middle)
+                          dropout=dropout and middle,
+                          input_channels=in_channels if i == 0 else None)
     assert block is not None
     return block
 
@@ -337,3 +349,49 @@ def build_cyclegan(c, spec) -> CycleganNetworks:
         return build_discriminator(channels, c.d_features, c.d_layers, norm, gain)
 
     return CycleganNetworks(generator(), generator(), discriminator(), discriminator(), name)
+
+
+# --- pix2pix (Isola et al. 2017): the same U-Net and PatchGAN, conditioned -------------------
+
+PIX2PIX_MIN_SIZE = 16  # four downsamplings: smaller images leave the U-Net nothing to do
+
+
+def pix2pix_dropout_levels(depth: int) -> int:
+    """Decoder levels with dropout in a pix2pix U-Net: the reference's depth - 5 (3 at 256 px,
+    2 at 128) and at least one, so that a generator at 16-64 px keeps its only noise."""
+    return max(1, depth - 5)
+
+
+def check_pix2pix_size(image_size: int, layers: int) -> None:
+    """Raise a one-line UserError unless the pix2pix networks can take `image_size` px."""
+    if image_size < PIX2PIX_MIN_SIZE or image_size & (image_size - 1):
+        raise UserError(f"dataset.image_size={image_size} does not suit model=pix2pix: its "
+                        f"U-Net halves the image down to 1x1, so the size must be a power of "
+                        f"two of at least {PIX2PIX_MIN_SIZE}; choose e.g. 32, 64 or 256")
+    _check_layers(layers)
+    _check_discriminator_size(image_size, layers)
+
+
+@dataclass
+class Pix2pixNetworks:
+    G: nn.Module  # input image -> output image
+    D: nn.Module  # (input, output) channels concatenated -> PatchGAN score map
+    depth: int  # the U-Net's downsamplings: it takes sizes that are multiples of 2**depth
+
+
+@MODELS.register("pix2pix")
+def build_pix2pix(c, spec) -> Pix2pixNetworks:
+    """The pix2pix U-Net (unet_256 at 256 px, one downsampling fewer per halving below) and
+    the conditional PatchGAN, which sees the input's and the output's channels, initialised.
+    The output has the data's channels; the input those of the task (1 to colourise)."""
+    from ganlab.data.paired import task_input_channels
+
+    out_channels, image_size = spec.shape[0], spec.shape[-1]
+    in_channels = task_input_channels(c.task.value, out_channels)
+    check_pix2pix_size(image_size, int(c.d_layers))
+    norm, gain, depth = c.norm.value, float(c.init_gain), unet_depth(image_size)
+    G = unet_generator(out_channels, c.g_features, depth, norm, c.dropout,
+                       in_channels=in_channels, dropout_levels=pix2pix_dropout_levels(depth))
+    init_weights(G, gain)
+    D = build_discriminator(in_channels + out_channels, c.d_features, c.d_layers, norm, gain)
+    return Pix2pixNetworks(G, D, depth)
