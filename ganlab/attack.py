@@ -1,10 +1,14 @@
-"""`python -m ganlab attack ckpt=RUN attack=fgsm|ifgsm|pgd|transfer|substitute [attack.*=...]`
+"""`python -m ganlab attack ckpt=RUN attack=NAME [attack.*=...]`
 
-Attacks a trained classifier on its held-out data at every `attack.eps` and writes, into
-<run dir>/attack_<name> (or `out=`): robustness.json (clean accuracy, then per eps the robust
-accuracy, success rate and mean L-inf / L2 of the perturbations), robust_accuracy.png and
-examples.png (original, amplified perturbation, adversarial, with predicted class and
-confidence). The plot and the per-eps accuracies also go to the run's TensorBoard.
+NAME: fgsm, ifgsm, pgd, apgd, autoattack (budgeted: one result per `attack.eps`), cw, deepfool,
+jsma, lbfgs (minimal: one result, the perturbation's size is the measure), transfer, substitute.
+
+Attacks a trained classifier on its held-out data and writes, into <run dir>/attack_<name> (or
+`out=`): robustness.json (clean accuracy, then per eps the robust accuracy, success rate and the
+perturbations' sizes: mean L-inf, mean and median L2 and L0 over all images and over the
+successful ones), robust_accuracy.png (accuracy against eps; for a minimal attack, against the
+L2 or L0 size allowed) and examples.png (original, amplified perturbation, adversarial, with
+predicted class and confidence). The plot and the accuracies also go to the run's TensorBoard.
 """
 
 from __future__ import annotations
@@ -18,9 +22,22 @@ import torch
 from omegaconf import OmegaConf
 
 from ganlab import checkpoint
-from ganlab.attacks import attack_by_name, fgsm, pick_targets
-from ganlab.attacks.gradient import TARGET_CHOICES
+from ganlab.attacks import (
+    apgd,
+    attack_by_name,
+    autoattack_components,
+    cw_l2,
+    deepfool,
+    fgsm,
+    jsma,
+    lbfgs,
+    pick_targets,
+    worst_case,
+)
+from ganlab.attacks.gradient import TARGET_CHOICES, eval_mode
+from ganlab.attacks.library import AUTOATTACK_COMPONENTS
 from ganlab.attacks.substitute import label_oracle, train_substitute
+from ganlab.config import DEFAULT_EPS_BY_NORM, check_ranges
 from ganlab.data import build_dataset
 from ganlab.errors import UserError
 from ganlab.families.capabilities import Classifier
@@ -31,6 +48,12 @@ from ganlab.runtime import flush_denormals
 log = logging.getLogger("ganlab")
 
 GRADIENT_ATTACKS = ("fgsm", "ifgsm", "pgd")
+# no eps: each finds its own (small) perturbation; measured by its size
+MINIMAL_ATTACKS = ("cw", "deepfool", "jsma", "lbfgs")
+TARGETED_ONLY = ("jsma", "lbfgs")
+LIBRARY_ATTACKS = ("apgd", "autoattack")  # wrapped from torchattacks
+# the attacks whose eps is an L-inf size unless attack.norm=2
+NORM_ATTACKS = ("pgd", "apgd", "autoattack")
 
 
 def parse(args: list[str]):
@@ -53,12 +76,9 @@ def parse(args: list[str]):
 
 def _check(cfg) -> None:
     a = cfg.attack
-    if not a.eps:
-        raise UserError("attack.eps needs at least one value")
-    for eps in a.eps:
-        if not 0 <= eps <= 1:
-            raise UserError(f"attack.eps values must be in [0, 1] (images are in [0, 1]); "
-                            f"got {eps}")
+    check_ranges(a, "attack.")
+    if "eps" in a:
+        _check_eps(a)
     for key, low in (("n_examples", 0), ("batch_size", 1), ("show", 0)):
         if cfg[key] < low:
             raise UserError(f"{key} must be at least {low}, got {cfg[key]}")
@@ -70,15 +90,38 @@ def _check(cfg) -> None:
         value = a.get(key)
         if value is not None and not value > 0:
             raise UserError(f"attack.{key} must be positive, got {value}")
+    if a.name == "jsma" and a.theta == 0:
+        raise UserError("attack.theta=0 moves no pixel; JSMA needs theta in [-1, 1], not 0")
     if "targeted" in a:
         if a.target is not None and not a.targeted:
             raise UserError(f"attack.target={a.target} needs attack.targeted=true")
-        if a.target is not None and a.target not in ("random", "least_likely") and \
-                not str(a.target).isdigit():
-            raise UserError(f"unknown attack.target {a.target!r}; choose {TARGET_CHOICES}")
+    if "target" in a and a.target is not None and a.target not in ("random", "least_likely") \
+            and not str(a.target).isdigit():
+        raise UserError(f"unknown attack.target {a.target!r}; choose {TARGET_CHOICES}")
     for key in ("channels", "hidden"):
         if any(size < 1 for size in a.get(key) or []):
             raise UserError(f"attack.{key} sizes must be at least 1, got {list(a[key])}")
+
+
+def _check_eps(a) -> None:
+    """eps in [0, 1] for an L-inf attack (images are in [0, 1]); any size >= 0 in the L2 ball.
+    An attack left without eps gets its norm's default list."""
+    norm = str(a.get("norm", "inf"))
+    if a.eps is None:
+        a.eps = [0.3] if a.name == "autoattack" and norm == "inf" else \
+            [2.0] if a.name == "autoattack" else list(DEFAULT_EPS_BY_NORM[norm])
+    if not a.eps:
+        raise UserError("attack.eps needs at least one value")
+    for eps in a.eps:
+        if norm == "2":
+            if not eps >= 0:
+                raise UserError(f"attack.eps values must be at least 0; got {eps}")
+        elif not 0 <= eps <= 1:
+            hint = (" (an L2 size? use attack.norm=2)" if a.name in NORM_ATTACKS else
+                    f" ({a.name} is an L-inf attack; for an L2 budget use attack=pgd "
+                    "attack.norm=2)") if eps > 1 else ""
+            raise UserError(f"attack.eps values must be in [0, 1] (images are in [0, 1]); "
+                            f"got {eps}{hint}")
 
 
 def load_classifier(path: str, device: torch.device, role: str = "ckpt"):
@@ -132,12 +175,20 @@ def run(cfg) -> dict[str, Any]:
     x, y = x_all[first : first + n], y_all[first : first + n]
     report["n_examples"] = n
 
+    _check_target_class(a, target.spec.num_classes)
+    components: dict[str, float] = {}
     if a.name in GRADIENT_ATTACKS:
         source = target.model
 
         def craft(eps):
             return attack_by_name(a.name, eps, a.get("step_size"), a.get("steps"),
-                                  a.get("random_start", True), generator)
+                                  a.get("random_start", True), generator, a.get("norm", "inf"))
+    elif a.name in MINIMAL_ATTACKS or a.name in LIBRARY_ATTACKS:
+        source = target.model
+        _check_library(a.name)
+
+        def craft(eps):
+            return _library_or_minimal(a, eps, cfg.seed, components)
     elif a.name == "transfer":
         source_family = load_classifier(a.source_ckpt, device, role="attack.source_ckpt")
         if tuple(source_family.spec.shape) != tuple(target.spec.shape) or \
@@ -161,20 +212,31 @@ def run(cfg) -> dict[str, Any]:
         def craft(eps):
             return lambda model, xb, yb, targeted=False: fgsm(model, xb, yb, eps, targeted)
 
+
     targets = None
-    if a.get("targeted"):  # chosen on the crafting model: the attacker's view
+    if a.get("targeted") or a.name in TARGETED_ONLY:  # chosen on the crafting model
         targets = pick_targets(source, x, y, a.target or "random", target.spec.num_classes,
                                generator)
-    rows = []
-    for eps in a.eps:
-        row = evaluate_attack(target.model, x, y, craft(eps), eps, targets, source,
+    rows, sizes = [], None
+    for eps in a.get("eps") or [None]:
+        recorded = Recorded(craft(eps))
+        components.clear()
+        row = evaluate_attack(target.model, x, y, recorded, eps or 0.0, targets, source,
                               cfg.batch_size)
+        if eps is None:
+            row["eps"] = None
+        sizes = perturbation_sizes(target.model, x, y, recorded.adversarial(), targets,
+                                   cfg.batch_size)
+        row.update(sizes.summary())
+        if components:  # autoattack: each component's own accuracy on the same images
+            row["components"] = {k: v / len(x) for k, v in components.items()}
         if source is not target.model:  # the crafting model's own (white-box) accuracy
             own = evaluate_attack(source, x, y, craft(eps), eps, targets, source, cfg.batch_size)
             row["source_accuracy"], row["source_clean_accuracy"] = (own["accuracy"],
                                                                     own["clean_accuracy"])
-        log.info("%s eps=%g: accuracy %.4f (clean %.4f), success rate %.4f", a.name, eps,
-                 row["accuracy"], row["clean_accuracy"], row["success_rate"])
+        log.info("%s%s: accuracy %.4f (clean %.4f), success rate %.4f", a.name,
+                 "" if eps is None else f" eps={eps:g}", row["accuracy"],
+                 row["clean_accuracy"], row["success_rate"])
         rows.append(row)
     report["clean_accuracy"] = rows[0]["clean_accuracy"]
     report["results"] = rows
@@ -183,19 +245,154 @@ def run(cfg) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "robustness.json").write_text(json.dumps(report, indent=2))
     title = f"{a.name} on {report['model']} (defense={report['defense']}), step {target.step}"
-    plot = robustness_plot(rows, title)
+    if a.name in MINIMAL_ATTACKS:
+        plot = sizes.plot(title, "L0 (share of pixels changed)" if a.name == "jsma" else "L2")
+    else:
+        plot = robustness_plot(rows, title)
     save_png(plot, out / "robust_accuracy.png")
     shown = {}
     if cfg.show:
-        eps = max(a.eps)
+        eps = max(a.eps) if a.get("eps") else None
         xs, ys = x[: cfg.show], y[: cfg.show]
         ts = targets[: cfg.show] if targets is not None else None
         adv = craft(eps)(source, xs, ys if ts is None else ts, ts is not None)
-        shown["examples"] = examples_figure(target.model, xs, adv, eps)
+        # a minimal attack's perturbation is shown scaled to its largest pixel change
+        scale = eps if eps is not None and str(a.get("norm", "inf")) == "inf" else \
+            max(float((adv - xs).abs().max()), 1e-6)
+        shown["examples"] = examples_figure(target.model, xs, adv, scale)
         save_png(shown["examples"], out / "examples.png")
     _to_tensorboard(cfg, a.name, target.step, rows, {"robust_accuracy": plot, **shown})
     report["out"] = str(out)
     return report
+
+
+def _check_target_class(a, num_classes: int) -> None:
+    target = a.get("target")
+    if target is not None and str(target).isdigit() and int(target) >= num_classes:
+        raise UserError(f"attack.target={target} is not a class of this model: it has "
+                        f"{num_classes} classes (0..{num_classes - 1})")
+
+
+def _check_library(name: str) -> None:
+    if name not in LIBRARY_ATTACKS:
+        return
+    from ganlab.attacks.library import torchattacks
+
+    try:
+        torchattacks()
+    except ImportError as e:
+        raise UserError(f"attack={name}: {e}") from e
+
+
+def _library_or_minimal(a, eps: float | None, seed: int, components: dict[str, float]):
+    """The craft callable (model, x, y or targets, targeted) -> x_adv of an attack that is
+    neither a gradient attack nor a transfer; autoattack adds each component's correct count
+    to `components`."""
+    if a.name == "cw":
+        return lambda model, x, y, targeted=False: cw_l2(
+            model, x, y, targeted, a.kappa, a.c, a.search_steps, a.steps, a.lr, a.abort_early)
+    if a.name == "jsma":
+        return lambda model, x, t, targeted=True: jsma(model, x, t, a.theta, a.gamma)
+    if a.name == "deepfool":
+        return lambda model, x, y, targeted=False: deepfool(model, x, y, a.steps, a.overshoot)
+    if a.name == "lbfgs":
+        return lambda model, x, t, targeted=True: lbfgs(model, x, t, a.c, a.search_steps,
+                                                        a.steps)
+    if a.name == "apgd":
+        return lambda model, x, y, targeted=False: apgd(model, x, y, eps, a.norm, a.loss,
+                                                        a.steps, a.restarts, seed)
+
+    def ensemble(model, x, y, targeted=False):
+        parts = autoattack_components(model, x, y, eps, a.norm, a.steps, a.n_queries,
+                                      a.n_target_classes, seed)
+        with torch.no_grad(), eval_mode(model):
+            for name, adv in parts.items():
+                correct = (model(adv).argmax(dim=1) == y).sum().item()
+                components[name] = components.get(name, 0) + correct
+        return worst_case(model, x, y, [parts[name] for name in AUTOATTACK_COMPONENTS])
+
+    return ensemble
+
+
+class Recorded:
+    """A craft callable that keeps every adversarial batch it makes, in order."""
+
+    def __init__(self, craft) -> None:
+        self.craft, self.batches = craft, []
+
+    def __call__(self, *args) -> torch.Tensor:
+        adv = self.craft(*args)
+        self.batches.append(adv.detach())
+        return adv
+
+    def adversarial(self) -> torch.Tensor:
+        return torch.cat(self.batches)
+
+
+class PerturbationSizes:
+    """Each image's L2 and L0 (share of pixels changed) perturbation, and whether the attack
+    succeeded on it (as evaluate_attack counts success)."""
+
+    def __init__(self, l2: torch.Tensor, l0: torch.Tensor, success: torch.Tensor,
+                 eligible: torch.Tensor) -> None:
+        self.l2, self.l0, self.success, self.eligible = l2, l0, success, eligible
+
+    def summary(self) -> dict[str, float | int]:
+        def stat(values: torch.Tensor, how: str) -> float | None:  # None: no such image
+            if len(values) == 0:
+                return None
+            return float(getattr(values, how)())
+
+        hit = self.success
+        return {"median_l2": stat(self.l2, "median"), "mean_l0": stat(self.l0, "mean"),
+                "max_l0": stat(self.l0, "max"), "n_success": int(hit.sum()),
+                "mean_l2_success": stat(self.l2[hit], "mean"),
+                "median_l2_success": stat(self.l2[hit], "median"),
+                "mean_l0_success": stat(self.l0[hit], "mean")}
+
+    def plot(self, title: str, size_name: str) -> torch.Tensor:
+        """For a minimal attack: the share of images the attack fails on within each size
+        (robust accuracy at that budget) against the size, as a uint8 (3, H, W) image."""
+        from matplotlib.figure import Figure
+
+        from ganlab.images import figure_to_uint8
+
+        sizes = self.l0 if size_name.startswith("L0") else self.l2
+        fooled = sizes[self.success].sort().values.cpu()
+        n = len(self.success)
+        robust = self.eligible.sum().item()
+        fig = Figure(figsize=(5, 3.6), dpi=100)
+        ax = fig.add_subplot()
+        steps = torch.arange(1, len(fooled) + 1)
+        ax.step([0.0, *fooled.tolist()], [robust / n, *((robust - steps) / n).tolist()],
+                where="post", label="accuracy if only perturbations this small count")
+        ax.set_xlabel(f"perturbation size ({size_name})")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(title, fontsize=9)
+        fig.tight_layout()
+        return figure_to_uint8(fig)
+
+
+def perturbation_sizes(model, x: torch.Tensor, y: torch.Tensor, adv: torch.Tensor,
+                       targets: torch.Tensor | None, batch_size: int) -> PerturbationSizes:
+    delta = (adv - x).flatten(1)
+    preds, clean = [], []
+    with torch.no_grad(), eval_mode(model):
+        for start in range(0, len(x), batch_size):
+            part = slice(start, start + batch_size)
+            preds.append(model(adv[part]).argmax(dim=1))
+            clean.append(model(x[part]).argmax(dim=1))
+    pred, clean_pred = torch.cat(preds), torch.cat(clean)
+    if targets is None:  # untargeted: correct images turned wrong
+        eligible = clean_pred == y
+        success = eligible & (pred != y)
+    else:
+        eligible = y != targets
+        success = eligible & (pred == targets)
+    return PerturbationSizes(delta.norm(dim=1), (delta != 0).float().mean(dim=1), success,
+                             eligible)
 
 
 def _to_tensorboard(cfg, name: str, step: int, rows, images) -> None:
@@ -208,7 +405,8 @@ def _to_tensorboard(cfg, name: str, step: int, rows, images) -> None:
         for image_name, image in images.items():
             writer.add_image(f"attack/{name}/{image_name}", image, step, dataformats="CHW")
         for row in rows:
-            writer.add_scalar(f"attack/{name}/accuracy_eps_{row['eps']:g}", row["accuracy"], step)
+            tag = "accuracy" if row["eps"] is None else f"accuracy_eps_{row['eps']:g}"
+            writer.add_scalar(f"attack/{name}/{tag}", row["accuracy"], step)
 
 
 def main(args: list[str]) -> None:
@@ -220,7 +418,14 @@ def main(args: list[str]) -> None:
           f"images): clean accuracy {report['clean_accuracy']:.4f}")
     for row in rows:
         extra = (f", source {row['source_accuracy']:.4f}" if "source_accuracy" in row else "")
-        print(f"  eps {row['eps']:<6g} accuracy {row['accuracy']:.4f}  success rate "
+        budget = "minimal" if row["eps"] is None else f"eps {row['eps']:<6g}"
+        print(f"  {budget} accuracy {row['accuracy']:.4f}  success rate "
               f"{row['success_rate']:.4f}  mean Linf {row['mean_linf']:.4f}  mean L2 "
               f"{row['mean_l2']:.3f}{extra}")
+        if row["n_success"]:
+            print(f"    successful ({row['n_success']}): mean L2 {row['mean_l2_success']:.3f}"
+                  f"  median L2 {row['median_l2_success']:.3f}  mean L0 "
+                  f"{row['mean_l0_success']:.4f} of the pixels")
+        for component, accuracy in row.get("components", {}).items():
+            print(f"    {component}: accuracy {accuracy:.4f}")
     print(f"wrote {report['out']}/robustness.json, robust_accuracy.png, examples.png")

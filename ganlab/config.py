@@ -156,9 +156,16 @@ class IfgsmAttackConfig(FgsmAttackConfig):
     steps: int | None = None  # None: Kurakin's min(255 * eps + 4, 1.25 * 255 * eps)
 
 
+# the eps list of an attack that leaves attack.eps unset: L-inf (fractions of the pixel range)
+# or L2 (a 28x28 image's L2 norm is at most 28)
+DEFAULT_EPS_BY_NORM = {"inf": DEFAULT_EPS, "2": [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]}
+
+
 @dataclass
 class PgdAttackConfig(FgsmAttackConfig):
     name: str = "pgd"
+    eps: list[float] | None = None  # None: 0 to 0.3 by 0.05 (L-inf), 0 to 3 by 0.5 (L2)
+    norm: str = one_of("inf", "inf", "2")  # the ball: L-inf (signed steps) or L2
     step_size: float | None = None  # None: 2.5 * eps / steps (Madry et al.)
     steps: int = 40
     random_start: bool = True
@@ -189,6 +196,76 @@ class SubstituteAttackConfig:
     hidden: list[int] = field(default_factory=lambda: [100])
     lr: float = 1e-3
     batch_size: int = 128
+
+
+@dataclass
+class CwAttackConfig:
+    """Carlini & Wagner L2: a minimal perturbation, no eps."""
+
+    name: str = "cw"
+    targeted: bool = False
+    target: str | None = None  # with targeted=true: a class, random (default), least_likely
+    kappa: float = ranged(0.0, "[0, inf)")  # the logit margin the result must have
+    c: float = ranged(1e-3, "(0, inf)")  # the first weight of the loss term; searched per image
+    search_steps: int = ranged(9, "[1, inf)")  # rounds of the binary search over c
+    steps: int = ranged(1000, "[1, inf)")  # Adam steps per round (C&W: up to 10,000)
+    lr: float = ranged(1e-2, "(0, inf)")  # Adam's learning rate
+    abort_early: bool = True  # end a round for an image once its loss stops falling
+
+
+@dataclass
+class JsmaAttackConfig:
+    """Papernot et al.'s saliency map attack: targeted, L0, no eps."""
+
+    name: str = "jsma"
+    target: str = "random"  # a class, random, least_likely
+    theta: float = ranged(1.0, "[-1, 1]")  # the change of each chosen pixel (+1: to white)
+    gamma: float = ranged(0.145, "(0, 1]")  # the largest share of pixels changed (14.5%)
+
+
+@dataclass
+class DeepfoolAttackConfig:
+    """Moosavi-Dezfooli et al.'s DeepFool (L2): a minimal perturbation, no eps."""
+
+    name: str = "deepfool"
+    steps: int = ranged(50, "[1, inf)")  # linearisation steps at most
+    overshoot: float = ranged(0.02, "[0, inf)")  # the total step is scaled by 1 + overshoot
+
+
+@dataclass
+class LbfgsAttackConfig:
+    """Szegedy et al.'s box-constrained L-BFGS: targeted, L2, no eps."""
+
+    name: str = "lbfgs"
+    target: str = "random"  # a class, random, least_likely
+    c: float = ranged(1e-2, "(0, inf)")  # the first weight of the loss term; searched per image
+    search_steps: int = ranged(5, "[1, inf)")  # rounds of the search over c
+    steps: int = ranged(100, "[1, inf)")  # L-BFGS-B iterations per round
+
+
+@dataclass
+class ApgdAttackConfig:
+    """Croce & Hein's Auto-PGD (wrapped from torchattacks), untargeted."""
+
+    name: str = "apgd"
+    eps: list[float] | None = None  # None: 0 to 0.3 by 0.05 (L-inf), 0 to 3 by 0.5 (L2)
+    norm: str = one_of("inf", "inf", "2")
+    loss: str = one_of("ce", "ce", "dlr")  # cross-entropy or the difference of logits ratio
+    steps: int = ranged(100, "[1, inf)")
+    restarts: int = ranged(1, "[1, inf)")
+
+
+@dataclass
+class AutoattackAttackConfig:
+    """AutoAttack's standard version (APGD-CE, APGD-T, FAB-T, Square; per-image worst case)."""
+
+    name: str = "autoattack"
+    eps: list[float] | None = None  # None: [0.3] (L-inf) or [2.0] (L2), the MNIST budgets
+    norm: str = one_of("inf", "inf", "2")
+    steps: int = ranged(100, "[1, inf)")  # APGD-CE, APGD-T and FAB-T iterations
+    n_queries: int = ranged(5000, "[1, inf)")  # Square's queries
+    # APGD-T and FAB-T target the K most likely other classes in turn; None: all (9 of 10)
+    n_target_classes: int | None = ranged(None, "[1, inf)")
 
 
 @dataclass
@@ -369,7 +446,10 @@ def register_configs() -> None:
     register_schema(None, "attack_command", AttackCommandConfig)
     for name, node in (("fgsm", FgsmAttackConfig), ("ifgsm", IfgsmAttackConfig),
                        ("pgd", PgdAttackConfig), ("transfer", TransferAttackConfig),
-                       ("substitute", SubstituteAttackConfig)):
+                       ("substitute", SubstituteAttackConfig), ("cw", CwAttackConfig),
+                       ("jsma", JsmaAttackConfig), ("deepfool", DeepfoolAttackConfig),
+                       ("lbfgs", LbfgsAttackConfig), ("apgd", ApgdAttackConfig),
+                       ("autoattack", AutoattackAttackConfig)):
         register_schema("attack", name, node)
 
 

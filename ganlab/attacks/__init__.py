@@ -3,17 +3,36 @@
     from ganlab.attacks import fgsm, pgd
     x_adv = fgsm(model, x, y, eps=0.3)
     x_adv = pgd(model, x, y, eps=0.3, alpha=0.01, steps=40)
+    x_adv = pgd(model, x, y, eps=2.0, alpha=0.125, steps=40, norm="2")
+    x_adv = cw_l2(model, x, y)                       # minimal L2 perturbation, no eps
+    x_adv = autoattack(model, x, y, eps=0.3)         # needs torchattacks
+
+apgd, autoattack and autoattack_components wrap torchattacks (an optional dependency, imported
+only when they run); the others are written here.
 """
 
+from ganlab.attacks.cw import cw_l2
+from ganlab.attacks.deepfool import deepfool
 from ganlab.attacks.gradient import (
     attack_by_name,
     eval_mode,
     fgsm,
     ifgsm,
     input_gradient,
+    logits_jacobian,
     pgd,
     pick_targets,
 )
+from ganlab.attacks.jsma import jsma
+from ganlab.attacks.lbfgs import lbfgs
+from ganlab.attacks.library import (
+    apgd,
+    autoattack,
+    autoattack_components,
+    library_rules,
+    worst_case,
+)
 
-__all__ = ["attack_by_name", "eval_mode", "fgsm", "ifgsm", "input_gradient", "pgd",
-           "pick_targets"]
+__all__ = ["apgd", "attack_by_name", "autoattack", "autoattack_components", "cw_l2",
+           "deepfool", "eval_mode", "fgsm", "ifgsm", "input_gradient", "jsma", "lbfgs",
+           "library_rules", "logits_jacobian", "pgd", "pick_targets", "worst_case"]

@@ -1,4 +1,5 @@
-"""White-box gradient attacks on classifiers: FGSM, the basic iterative method, PGD.
+"""White-box gradient attacks on classifiers: FGSM, the basic iterative method, PGD (L-inf and
+L2).
 
 Plain functions on [0, 1] image batches and a model that returns logits. The rules users of
 attack libraries rely on hold for each: the model is in eval mode during the attack and gets
@@ -39,6 +40,18 @@ def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
     return grad
 
 
+def logits_jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits (N, K) at x and their Jacobian (N, K, F) with respect to the F input values
+    of each example: one backward pass per class, through the logit summed over the batch, so
+    each example's rows are its own (in eval mode no example affects another)."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        logits = model(x)
+        rows = [torch.autograd.grad(logits[:, k].sum(), x, retain_graph=k + 1 < logits.shape[1])[0]
+                for k in range(logits.shape[1])]
+    return logits.detach(), torch.stack(rows, dim=1).flatten(2)
+
+
 def _check(x: torch.Tensor, eps: float) -> None:
     if not eps >= 0:  # also rejects NaN
         raise ValueError(f"eps must be >= 0, got {eps}")
@@ -59,30 +72,70 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     return adv.clamp(0, 1)
 
 
+NORMS = ("inf", "2")
+
+
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float,
         steps: int, random_start: bool = True, targeted: bool = False,
-        generator: torch.Generator | None = None) -> torch.Tensor:
-    """Madry et al.: `steps` signed-gradient steps of size alpha from a uniform random start
-    in the L-inf eps-ball, each followed by projection onto the ball and onto [0, 1].
+        generator: torch.Generator | None = None, norm: str = "inf") -> torch.Tensor:
+    """Madry et al.: `steps` gradient steps of size alpha from a random start in the eps-ball,
+    each followed by projection onto the ball and onto [0, 1].
 
-    random_start=False is the basic iterative method (Kurakin et al.). `generator` (on x's
-    device) draws the start; without it the global RNG does.
+    norm="inf" (the L-inf ball): signed-gradient steps, a uniform start in the cube.
+    norm="2" (the L2 ball of radius eps): steps along the L2-normalised gradient, a start drawn
+    uniformly from the ball, projection by rescaling. random_start=False is the basic iterative
+    method (Kurakin et al.). `generator` (on x's device) draws the start; without it the global
+    RNG does.
     """
     _check(x, eps)
     if steps < 0 or alpha < 0:
         raise ValueError(f"steps and alpha must be >= 0, got {steps} and {alpha}")
+    norm = str(norm)
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of: {', '.join(NORMS)}")
     x0 = x.detach()
     adv = x0.clone()
     if random_start:
-        noise = torch.empty_like(x0).uniform_(-eps, eps, generator=generator)
-        adv = (adv + noise).clamp(0, 1)
-    low, high = x0 - eps, x0 + eps
+        adv = (adv + _random_start(x0, eps, norm, generator)).clamp(0, 1)
     with eval_mode(model):
         for _ in range(steps):
-            step = alpha * input_gradient(model, adv, y).sign()
+            step = alpha * _ascent_direction(input_gradient(model, adv, y), norm)
             adv = adv - step if targeted else adv + step
-            adv = torch.min(torch.max(adv, low), high).clamp(0, 1)
+            adv = _project(adv, x0, eps, norm).clamp(0, 1)
     return adv
+
+
+def _per_example_norm(t: torch.Tensor) -> torch.Tensor:
+    """The L2 norm of each example, shaped to broadcast against t."""
+    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
+
+
+def _random_start(x: torch.Tensor, eps: float, norm: str,
+                  generator: torch.Generator | None) -> torch.Tensor:
+    if norm == "inf":
+        return torch.empty_like(x).uniform_(-eps, eps, generator=generator)
+    # uniform in the L2 ball: a Gaussian direction, radius eps * u^(1/d)
+    direction = torch.empty_like(x).normal_(generator=generator)
+    direction = direction / _per_example_norm(direction).clamp_min(1e-12)
+    u = torch.empty(x.shape[0], device=x.device, dtype=x.dtype).uniform_(generator=generator)
+    radius = eps * u.pow(1 / x[0].numel())
+    return direction * radius.view(-1, *([1] * (x.dim() - 1)))
+
+
+def _ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """The steepest-ascent direction of unit norm: sign(g) for L-inf, g / |g|_2 for L2 (0 where
+    the gradient is 0)."""
+    if norm == "inf":
+        return grad.sign()
+    return grad / _per_example_norm(grad).clamp_min(1e-12)
+
+
+def _project(adv: torch.Tensor, x0: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    if norm == "inf":
+        return torch.min(torch.max(adv, x0 - eps), x0 + eps)
+    delta = adv - x0
+    scale = (eps / _per_example_norm(delta).clamp_min(1e-12)).clamp(max=1.0)
+    return x0 + delta * scale
 
 
 def kurakin_steps(eps: float) -> int:
@@ -127,9 +180,10 @@ def pick_targets(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: str
 
 def attack_by_name(method: str, eps: float, step_size: float | None = None,
                    steps: int | None = None, random_start: bool = True,
-                   generator: torch.Generator | None = None):
+                   generator: torch.Generator | None = None, norm: str = "inf"):
     """fgsm | ifgsm | pgd as one callable (model, x, y, targeted) -> x_adv, with each method's
-    defaults: ifgsm steps of 1/255 for Kurakin's count; pgd 40 steps of 2.5 eps / steps."""
+    defaults: ifgsm steps of 1/255 for Kurakin's count; pgd 40 steps of 2.5 eps / steps (in the
+    L-inf ball, or the L2 ball with norm="2")."""
     method = str(getattr(method, "value", method))
     if method == "fgsm":
         return lambda model, x, y, targeted=False: fgsm(model, x, y, eps, targeted)
@@ -140,5 +194,5 @@ def attack_by_name(method: str, eps: float, step_size: float | None = None,
         n = 40 if steps is None else steps
         alpha = 2.5 * eps / max(n, 1) if step_size is None else step_size
         return lambda model, x, y, targeted=False: pgd(model, x, y, eps, alpha, n, random_start,
-                                                       targeted, generator)
+                                                       targeted, generator, norm)
     raise ValueError(f"unknown attack method {method!r}; choose fgsm, ifgsm or pgd")
