@@ -1,12 +1,14 @@
 """The lectures' claim, measured: "an autoencoder trained with MSE is blurry, a GAN is sharp"
 (a benchmark, not a test).
 
-    python scripts/blur.py [--steps 2000] [--n 2000] [--out blur.json] [--picture blur.png]
+    python scripts/blur.py [--steps 2000] [--n 2000] [--models ae vae dcgan vqvae]
+                           [--out blur.json] [--picture blur.png]
 
-Trains model=ae (squared error), model=vae and model=dcgan on the 5,000 bundled digits with
-the same budget (steps at batch 64, seed 0), then measures on the official test split (copied
-from ../shared when there, else the 10% ganlab holds out): the autoencoders' reconstructions
-of held-out digits and the VAE's and GAN's samples, each with
+Trains model=ae (squared error), model=vae, model=dcgan and model=vqvae (the first half of its
+steps the VQ-VAE, the second its prior) on the 5,000 bundled digits with the same budget
+(steps at batch 64, seed 0), then measures on the official test split (copied from ../shared
+when there, else the 10% ganlab holds out): the autoencoders' reconstructions of held-out
+digits and the VAE's, GAN's and VQ-VAE's samples, each with
 - sharpness: the variance of the Laplacian over the real digits' (1: as sharp as the data);
 - classifier FID, precision and recall in the reference LeNet's feature space.
 Prints a markdown table and writes a picture: real digits, then a row per model.
@@ -26,7 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchdata import with_mnist_test_split
 
-MODELS = {"ae": ["model=ae"], "vae": ["model=vae"], "dcgan": ["model=dcgan"]}
+MODELS = {"ae": ["model=ae"], "vae": ["model=vae"], "dcgan": ["model=dcgan"],
+          "vqvae": ["model=vqvae"]}
 SHOWN = 12
 
 
@@ -67,14 +70,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--n", type=int, default=2000, help="held-out digits and samples")
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--out", default="blur.json")
     parser.add_argument("--picture", default="blur.png")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ganlab-blur-"))
     official = with_mnist_test_split(work / "data")
-    runs = {name: train(name, overrides, args.steps, work) for name, overrides in MODELS.items()}
+    runs = {name: train(name, MODELS[name], args.steps, work) for name in args.models}
 
-    first = load_checkpoint(runs["ae"])
+    first = load_checkpoint(next(iter(runs.values())))
     cfg = first.config
     heldout = build_dataset(cfg.dataset, work / "data", 0, heldout=True).heldout
     space = classifier_space(cfg.eval, cfg.dataset, work / "data", heldout, 0.2,

@@ -96,6 +96,9 @@ MODELS: dict[str, list[str]] = {
     "mlp": ["dataset=synthetic", "model=mlp"],
     "softmax": ["dataset=synthetic", "model=softmax"],
     "lenet": ["dataset=synthetic", "model=lenet"],
+    "vqvae": ["dataset=synthetic", "model=vqvae"],
+    "pix2pix": ["dataset=synthetic", "dataset.image_size=32", "dataset.channels=3",
+                "model=pix2pix", "model.task=colorize"],
 }
 # --quick: narrow networks and tiny data on top (the CPU's few seconds)
 QUICK_MODELS: dict[str, list[str]] = {
@@ -109,10 +112,14 @@ QUICK_MODELS: dict[str, list[str]] = {
     "lenet": ["model.channels=[4,8]", "model.hidden=[16]"],
     "mlp": ["model.hidden=[32]"],
     "mlp_gan": ["model.g_hidden=[32]", "model.d_hidden=[32]"],
+    "vqvae": ["model.hidden=16", "model.residual_hidden=8", "model.codebook_size=32",
+              "model.embedding_dim=8", "model.prior_channels=8", "model.prior_layers=2"],
+    "pix2pix": ["model.g_features=8", "model.d_features=8"],
 }
 # trainer.compile=true (with bf16) for one or two models of each family (gan, progan,
-# cyclegan, ae, vae, classifier): compiling costs tens of seconds a network
-COMPILED = ["mlp_gan", "dcgan", "progan", "cyclegan", "ae", "conv_vae", "lenet"]
+# cyclegan, pix2pix, ae, vae, vqvae, classifier): compiling costs tens of seconds a network
+COMPILED = ["mlp_gan", "dcgan", "progan", "cyclegan", "pix2pix", "ae", "conv_vae", "vqvae",
+            "lenet"]
 PRECISIONS = {"fp32": "32", "bf16": "bf16", "fp16": "16"}
 
 # the data paths: dcgan on a folder of 64-px colour images the check writes (28-px grey ones
@@ -178,7 +185,8 @@ def build_cases(device: str, quick: bool = False, steps: int | None = None,
         overrides = [*MODELS[model], *common]
         if quick:
             overrides += QUICK_MODELS.get(model, [])
-            if model != "cyclegan":  # trained one image pair at a time, as in the paper
+            if model not in ("cyclegan", "pix2pix"):  # one image (pair) at a time, as in
+                # the papers
                 overrides += ["dataset.n_samples=64", "trainer.batch_size=16"]
         return [*overrides, *(extra or [])]
 

@@ -50,6 +50,12 @@ TINY_MODELS = {
     "softmax": SYNTHETIC,
     "mlp": [*SYNTHETIC, "model.hidden=[16]"],
     "lenet": [*SYNTHETIC, "model.channels=[2,4]", "model.hidden=[8]", "model.eval_steps=2"],
+    # the halfway checkpoint is the switch from the VQ-VAE to the prior (model.prior_start)
+    "vqvae": [*SYNTHETIC, "model.hidden=8", "model.residual_hidden=4", "model.residual_layers=1",
+              "model.codebook_size=16", "model.embedding_dim=4", "model.prior_channels=8",
+              "model.prior_layers=2"],
+    "pix2pix": [*SYNTHETIC, "model.task=colorize", "dataset.channels=3", "dataset.image_size=16",
+                "model.g_features=2", "model.d_features=2", "model.d_layers=2"],
     "cyclegan": ["dataset=red2blue", "dataset.n_samples=8", "dataset.n_test=4",
                  "dataset.image_size=16", "trainer.batch_size=2", "model.g_features=2",
                  "model.d_features=4", "model.d_layers=2"],
@@ -63,6 +69,8 @@ VARIANTS = {
     "dcgan+lab4": ("dcgan", ["model.d_pretrain_steps=4", "model.g_steps=2",
                              "model.latent_dist=uniform", "model.g_label_noise=0.1",
                              "model.batch_variance=true", "model.upsample=bilinear"]),
+    # resumed inside the VQ-VAE stage: the codebook's moving averages, counts and restarts
+    "vqvae+late_prior": ("vqvae", ["model.prior_start=0.9"]),
     "lenet+fgsm": ("lenet", ["defense=fgsm"]),
     # mixup draws from the global RNG, PGD's evaluation from a generator of its own
     "lenet+mixup+pgd": ("lenet", ["defense=mixup", "model.eval_attack=pgd"]),
