@@ -186,6 +186,13 @@ def test_a_run_trains_both_stages_and_samples(workdir, capsys):
     __main__.main(["sample", f"ckpt={run}", "n=4", f"out={workdir / 's.npz'}"])
     import numpy as np
     assert np.load(workdir / "s.npz")["images"].shape == (4, 1, 28, 28)
+    # the decoder leaves ganlab (any batch size) and decodes as the family does
+    from ganlab import load_checkpoint
+    __main__.main(["export", f"ckpt={run}", f"out={workdir / 'decoder.pt2'}"])
+    decoder = torch.export.load(workdir / "decoder.pt2").module()
+    family = load_checkpoint(run)
+    codes = family.encode(torch.rand(3, 1, 28, 28))
+    torch.testing.assert_close(decoder(codes), family.decode(codes))
 
 
 @pytest.mark.parametrize(("override", "fragment"), [

@@ -291,7 +291,7 @@ class VqvaeFamily(Family):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Flattened code vectors (any, not only codebook entries) -> [0, 1] images."""
-        return torch.sigmoid(self.decoder(z.view(len(z), -1, *self.grid)))
+        return torch.sigmoid(self.decoder(z.unflatten(1, (-1, *self.grid))))
 
     # --- sampling (the `sample` command and the sample metrics) --------------------------
 
