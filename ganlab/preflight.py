@@ -200,7 +200,8 @@ def check_overrides(overrides: list[str]) -> None:
 
 
 # what a required key (??? in a config file) is, for the message when it is not given
-REQUIRED_HINTS = {"dataset.name": "the folder under data_dir that holds trainA/ and trainB/"}
+REQUIRED_HINTS = {"dataset.name": "the folder under data_dir holding trainA/ and trainB/, "
+                                  "or for dataset=paired train/ with A|B pairs"}
 
 
 def _check_required(cfg) -> None:

@@ -10,6 +10,7 @@ PRIMARY_METRICS: tuple[tuple[str, str], ...] = (
     ("heldout_neg_elbo", "min"),  # VAEs (their samples' FIDs are reported beside it)
     ("heldout_recon", "min"),  # autoencoders
     ("fid_translation", "min"),  # translation models: mean Inception FID of both directions
+    ("l1", "min"),  # paired translation (pix2pix): |output - target| on held-out pairs
     ("fid", "min"),  # Inception FID (generators, when the Inception weights are present)
     ("classifier_fid", "min"),  # FID in the reference classifier's feature space (digits)
     ("modes_covered", "max"),  # GANs on the 2-D toys
