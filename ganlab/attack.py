@@ -3,6 +3,9 @@
 NAME: fgsm, ifgsm, pgd, apgd, autoattack (budgeted: one result per `attack.eps`), cw, deepfool,
 jsma, lbfgs (minimal: one result, the perturbation's size is the measure), transfer, substitute.
 
+`ckpt=FILE.pt2 dataset=NAME`: any classifier, exported with torch.export.save (it takes [0, 1]
+images and returns logits), attacked on the held-out split of `dataset=`.
+
 Attacks a trained classifier on its held-out data and writes, into <run dir>/attack_<name> (or
 `out=`): robustness.json (clean accuracy, then per eps the robust accuracy, success rate and the
 perturbations' sizes: mean L-inf, mean and median L2 and L0 over all images and over the
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,8 @@ from ganlab.attacks import (
     pick_targets,
     worst_case,
 )
+from ganlab.attacks.exported import SUFFIX as EXPORTED_SUFFIX
+from ganlab.attacks.exported import ExportedTarget, is_exported, load_exported
 from ganlab.attacks.gradient import TARGET_CHOICES, eval_mode
 from ganlab.attacks.library import AUTOATTACK_COMPONENTS
 from ganlab.attacks.substitute import label_oracle, train_substitute
@@ -62,7 +68,8 @@ def parse(args: list[str]):
     bad = [a for a in args if "=" not in a]
     if bad:
         raise UserError(f"attack takes key=value arguments, got {bad[0]!r}")
-    composed = compose_all(args, config_name="attack_command", groups=("attack",))
+    composed = compose_all(args, config_name="attack_command",
+                           groups=("attack", "dataset"))
     if len(composed) != 1:
         raise UserError("attack takes one value per key; list several eps as attack.eps=[a,b]")
     cfg = composed[0]
@@ -143,6 +150,36 @@ def heldout_images(family, data_dir: str | None, device: torch.device):
     return to_float(held.x.to(device), UNIT), held.y.to(device), held.source
 
 
+def load_target(cfg, device: torch.device):
+    """The attacked classifier and its held-out images, labels and their description: a
+    ganlab checkpoint with the held-out split it was trained beside, or an exported program
+    (.pt2) with the held-out split of `dataset=`."""
+    if not is_exported(cfg.ckpt):
+        if cfg.dataset is not None:
+            raise UserError("dataset= names the data of an exported classifier "
+                            f"(ckpt=<file>{EXPORTED_SUFFIX}); {cfg.ckpt} is attacked on the "
+                            "held-out data of its own run")
+        target = load_classifier(cfg.ckpt, device)
+        return (target, *heldout_images(target, cfg.data_dir, device))
+    if cfg.dataset is None:
+        raise UserError(f"ckpt={cfg.ckpt} is a torch.export program: name the data it "
+                        "classifies with dataset=<name> (e.g. dataset=mnist), whose held-out "
+                        "split is attacked")
+    data_dir = Path(cfg.data_dir or os.environ.get("GANLAB_DATA", "data"))
+    held = build_dataset(cfg.dataset, data_dir, 0, heldout=True).heldout
+    x = to_float(held.x.to(device), UNIT)
+    target = load_exported(cfg.ckpt, held.spec, x[:2], device)
+    return target, x, held.y.to(device), held.source
+
+
+def describe(target) -> tuple[str, str | None]:
+    """The model's name and defence for the report (an exported program: its file name and
+    no known defence)."""
+    if isinstance(target, ExportedTarget):
+        return f"exported program {target.name}", None
+    return target.config.model.name, target.config.defense.name
+
+
 def _out_dir(cfg, name: str) -> Path:
     if cfg.out:
         return Path(cfg.out)
@@ -156,14 +193,14 @@ def run(cfg) -> dict[str, Any]:
 
     device = resolve_device(cfg.device)
     a = cfg.attack
-    target = load_classifier(cfg.ckpt, device)
-    x_all, y_all, source_text = heldout_images(target, cfg.data_dir, device)
+    target, x_all, y_all, source_text = load_target(cfg, device)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device).manual_seed(cfg.seed)
+    model_name, defense = describe(target)
     report: dict[str, Any] = {"attack": OmegaConf.to_container(a, enum_to_str=True),
                               "checkpoint": str(checkpoint.resolve_path(cfg.ckpt)),
-                              "step": target.step, "model": target.config.model.name,
-                              "defense": target.config.defense.name, "heldout_data": source_text}
+                              "step": target.step, "model": model_name,
+                              "defense": defense, "heldout_data": source_text}
 
     first = 0
     if a.name == "substitute":  # the attacker's seed images are not attacked afterwards
@@ -244,7 +281,8 @@ def run(cfg) -> dict[str, Any]:
     out = _out_dir(cfg, a.name)
     out.mkdir(parents=True, exist_ok=True)
     (out / "robustness.json").write_text(json.dumps(report, indent=2))
-    title = f"{a.name} on {report['model']} (defense={report['defense']}), step {target.step}"
+    title = (f"{a.name} on {report['model']} (defense={report['defense']}), step {target.step}"
+             if defense is not None else f"{a.name} on the {report['model']}")
     if a.name in MINIMAL_ATTACKS:
         plot = sizes.plot(title, "L0 (share of pixels changed)" if a.name == "jsma" else "L2")
     else:

@@ -270,8 +270,11 @@ class AutoattackAttackConfig:
 
 @dataclass
 class AttackCommandConfig:
-    ckpt: str = MISSING  # the attacked classifier: checkpoint file or run dir
+    # the attacked classifier: checkpoint file or run dir, or a torch.export program (.pt2)
+    # of any classifier taking [0, 1] images, with `dataset=` naming its held-out data
+    ckpt: str = MISSING
     attack: Any = MISSING
+    dataset: Any = None  # .pt2 only: the dataset (a dataset= choice) whose held-out split
     n_examples: int = 1000  # held-out images attacked (0: all of them)
     batch_size: int = 500
     seed: int = 0  # random starts and random targets
