@@ -216,3 +216,17 @@ def test_codebook_loss_variant_moves_the_vectors_by_gradient():
     assert isinstance(family.codebook.vectors, torch.nn.Parameter)
     assert not torch.equal(family.codebook.vectors.detach(), before)
     assert any(p is family.codebook.vectors for g in family.opt.param_groups for p in g["params"])
+
+
+def test_once_the_prior_trains_the_codes_stay_frozen():
+    """A resume with a longer run moves model.prior_start's step later; a run already in the
+    prior's stage stays there."""
+    family = tiny_family(restart_threshold=0.0)
+    family.run_length = 4
+    x = torch.rand(8, 1, 28, 28)
+    stages = [next(iter(family.train_step((x, None)))) for _ in range(3)]
+    assert stages == ["loss/recon", "loss/recon", "loss/prior"]
+    family.run_length = 100  # resumed with trainer.max_steps=100: prior_from is now 50
+    frozen = family.codebook.vectors.clone()
+    assert next(iter(family.train_step((x, None)))) == "loss/prior"
+    assert torch.equal(family.codebook.vectors, frozen)

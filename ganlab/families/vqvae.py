@@ -210,6 +210,7 @@ class VqvaeFamily(Family):
         self.fixed_noise = self.sample_noise(cfg.log.n_samples, fixed)
         self.eval_samples = int(cfg.eval.n_samples)
         self.steps_done = 0
+        self.prior_started = False
         self.heldout = None
 
     # --- stages --------------------------------------------------------------------------
@@ -221,8 +222,10 @@ class VqvaeFamily(Family):
 
     def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
         x = to_float(batch[0], UNIT)
-        out = (self.prior_step(x) if self.steps_done >= self.prior_from
-               else self.autoencoder_step(x))
+        # once the prior trains, the codes stay frozen (a resume with a longer run moves
+        # prior_from later, but must not go back to changing the codes under the prior)
+        self.prior_started = self.prior_started or self.steps_done >= self.prior_from
+        out = self.prior_step(x) if self.prior_started else self.autoencoder_step(x)
         self.steps_done += 1
         return out
 
@@ -368,8 +371,10 @@ class VqvaeFamily(Family):
     # --- state ---------------------------------------------------------------------------
 
     def extra_state(self) -> dict[str, Any]:
-        return {"fixed_noise": self.fixed_noise.cpu(), "steps_done": self.steps_done}
+        return {"fixed_noise": self.fixed_noise.cpu(), "steps_done": self.steps_done,
+                "prior_started": self.prior_started}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.fixed_noise = state["fixed_noise"].to(self.device)
         self.steps_done = int(state["steps_done"])
+        self.prior_started = bool(state["prior_started"])
