@@ -152,18 +152,22 @@ def initialise_from(codebook: Codebook, z: torch.Tensor, replicas: Replicas) -> 
 
 @FAMILIES.register("vqvae")
 class VqvaeFamily(Family):
+    # one scale per chart: nats beside 0.005 commitments or counts beside shares flatten lines
     chart_layout: ClassVar[dict[str, dict[str, list[str]]]] = {"vqvae": {
-        "stage 1: reconstruction (nats/image), commitment and codebook losses":
-            [r"^loss/(recon|commitment|codebook)$"],
-        "codebook: perplexity (codes in use, effectively) and restarts per step":
-            [r"^vq/(perplexity|restarts)$", r"^eval/heldout_perplexity$"],
+        "stage 1: reconstruction -log p(x|z_q), nats/image": [r"^loss/recon$"],
+        "stage 1: commitment and codebook losses, per code element":
+            [r"^loss/(commitment|codebook)$"],
+        "codebook: perplexity (how many codes are in use, effectively)":
+            [r"^vq/perplexity$", r"^eval/heldout_perplexity$"],
         "codebook: share of the K codes used (batch, held-out set)":
             [r"^vq/usage$", r"^eval/heldout_codebook_usage$"],
-        "stage 2: the prior's negative log-likelihood of the codes, nats/image":
+        "codebook: dead codes restarted per step": [r"^vq/restarts$"],
+        "stage 2: the prior's -log p(codes), nats/image":
             [r"^loss/prior$", r"^eval/heldout_prior_nll$"],
-        "held-out: negative ELBO (reconstruction + prior), nats/image":
+        "held-out: negative ELBO (reconstruction + prior) and its terms, nats/image":
             [r"^eval/heldout_(neg_elbo|recon)$"],
-        "held-out: bits/dim and mean squared error": [r"^eval/heldout_(bits_per_dim|mse)$"],
+        "held-out: bits/dim": [r"^eval/heldout_bits_per_dim$"],
+        "held-out: mean squared error per pixel": [r"^eval/heldout_mse$"],
         "sharpness of reconstructions and samples (real images = 1)": [
             r"^eval/(heldout_recon_sharpness|sharpness)$"],
         "sample quality (lower is better)": [r"^eval/(fid|classifier_fid|kid)$"],
