@@ -41,7 +41,10 @@ def test_every_family_has_an_old_run():
     from ganlab.families import FAMILIES
 
     families = {load_checkpoint(OLD_RUNS / n).config.model.family for n in NAMES}
-    assert families == set(FAMILIES.names()) - {"ae"}  # ae is vae's code without the KL
+    # ae is vae's code without the KL; families added after the settings moved under model.*
+    # have no run in the old layout
+    newer = {"vqvae", "pix2pix"}
+    assert families == set(FAMILIES.names()) - {"ae"} - newer
     assert set(NAMES) == set(TRAINED_WITH)
 
 
