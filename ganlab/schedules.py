@@ -11,3 +11,23 @@ def linear_decay(step: int, total: int, start: float) -> float:
     if step < begin:
         return 1.0
     return max(0.0, (total - step) / (total - begin))
+
+
+def linear_warmup(step: int, total: int, share: float) -> float:
+    """The factor for update number `step` (0-based) of `total`: linearly from 0 at the first
+    update to 1 once `share` (a fraction) of the run is done, then 1; share 0: always 1 (an
+    adversarial eps that grows so a model can learn the task before it must resist)."""
+    ramp = share * total
+    if ramp <= 0:
+        return 1.0
+    return min(1.0, step / ramp)
+
+
+def triangle(step: int, total: int, peak: float) -> float:
+    """The lr factor for update number `step` (0-based) of `total`: a one-cycle triangle, up
+    linearly from 0 to 1 at `peak` (a fraction of the run), then down to 0 at the end (Wong et
+    al.'s cyclic rate; measured at the end of the update, so the first one is above 0)."""
+    at = min(1.0, (step + 1) / total)
+    if at <= peak:
+        return at / peak if peak > 0 else 1.0
+    return (1.0 - at) / (1.0 - peak)

@@ -74,6 +74,10 @@ VARIANTS = {
     "lenet+fgsm": ("lenet", ["defense=fgsm"]),
     # mixup draws from the global RNG, PGD's evaluation from a generator of its own
     "lenet+mixup+pgd": ("lenet", ["defense=mixup", "model.eval_attack=pgd"]),
+    # fast: the lr cycle's position, the health check's batch, best and weights (checked every
+    # 2 batches); free: the perturbation carried over between batches
+    "lenet+fast": ("lenet", ["defense=fast", "defense.check_every=2", "defense.check_steps=2"]),
+    "lenet+free": ("lenet", ["defense=free", "defense.replays=2"]),
 }
 CASES = {**{name: (name, []) for name in MODELS}, **VARIANTS}
 

@@ -3,6 +3,7 @@ held-out data clean and under attack."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -19,6 +20,8 @@ from ganlab.models import MODELS
 from ganlab.optim import adam
 
 SHOWN_EXAMPLES = 16  # held-out images in the clean-vs-adversarial grid
+
+log = logging.getLogger("ganlab")
 
 
 @dataclass
@@ -70,6 +73,7 @@ class ClassifierFamily(Family):
         "held-out accuracy, clean and under attack": [r"^eval/accuracy"],
         "training accuracy": [r"^accuracy/train"],
         "loss": [r"^loss/", r"^eval/loss$"],
+        "defence: learning rate, health check, stopped": [r"^defense/"],
     }}
     visual_notes: ClassVar[dict[str, str]] = {
         "adversarial_examples": "the same held-out images, clean and attacked, at every step"}
@@ -81,8 +85,18 @@ class ClassifierFamily(Family):
         self.device = device
         self.model = MODELS.get(cfg.model.name)(cfg.model, spec).to(device)
         c = cfg.model
+        self.lr = float(c.lr)
         self.opt = adam(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         self.defense = DEFENSES.get(cfg.defense.name)(cfg.defense)
+        self.max_steps = int(cfg.trainer.max_steps)  # the run's length outside the loop
+        self.updates = 0  # batches trained on: the defence's schedules' position
+        # a defence with a health check (fast): the batch it checks on, the latest result,
+        # the weights at the latest healthy check, and whether a failed one stopped training
+        self.check_batch: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.check_value = torch.full((), float("nan"), device=device)
+        self.good_weights: dict[str, torch.Tensor] | None = None
+        self.stopped = False
+        self.last_metrics: dict[str, torch.Tensor] = {}
         self.double_backward = frozenset({"model"} if self.defense.double_backward else ())
         # AttackMethod(...): a config read back from a checkpoint holds plain strings
         self.eval_method, self.eval_eps = c.eval_attack.value, float(c.eval_eps)
@@ -92,16 +106,94 @@ class ClassifierFamily(Family):
         self.heldout = None
 
     def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        if self.stopped:  # a failed health check restored the last healthy weights: keep them
+            return self.last_metrics
         x, y = batch
-        out = self.defense.step(self.model, to_float(x, UNIT), y)
+        x = to_float(x, UNIT)
+        defense = self.defense
+        defense.position(self.updates, self.run_length or self.max_steps)
+        lr = self.lr * defense.lr_factor()
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        # free adversarial training replays the batch: one optimizer step per replay
+        replays = [self._update(x, y) for _ in range(defense.replays)]
+        metrics = replays[0] if len(replays) == 1 else {  # over the replays: the mean
+            k: torch.stack([r[k] for r in replays]).mean() for k in replays[0]}
+        self.updates += 1
+        if defense.scheduled:
+            metrics["defense/lr"] = torch.tensor(lr, device=self.device)
+        if defense.check_every:
+            metrics.update(self._health_check(x, y))
+        self.last_metrics = {k: v.detach() for k, v in metrics.items()}
+        return self.last_metrics
+
+    def _update(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimizer step on the defence's loss; the numbers it saw, before the step."""
+        out = self.defense.step(self.model, x, y)
         self.opt.zero_grad(set_to_none=True)
         self.amp.backward(out.loss)
+        self.defense.after_backward()
         self.amp.step(self.opt)
         metrics = {"loss/train": out.loss, **out.scalars}
         for kind, logits in out.logits.items():
             name = "accuracy/train" if kind == "clean" else f"accuracy/train_{kind}"
             metrics[name] = (logits.argmax(dim=1) == y).float().mean()
         return {k: v.detach() for k, v in metrics.items()}
+
+    def _health_check(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every check_every batches, the defence's check on the first training batch: a
+        healthy result keeps a copy of the weights; a failed one puts the last healthy copy back
+        and stops training (the loop has no way for a family to end a run early, so the
+        remaining steps change nothing)."""
+        if self.check_batch is None:
+            self.check_batch = (x.detach().clone(), y.detach().clone())
+        if self.updates % self.defense.check_every == 0:
+            healthy, self.check_value = self.defense.check(self.model, *self.check_batch)
+            if healthy:
+                self.good_weights = {k: v.detach().clone()
+                                     for k, v in self.model.state_dict().items()}
+            else:
+                self._stop()
+        return {"defense/check_accuracy": self.check_value,
+                "defense/stopped": torch.tensor(float(self.stopped), device=self.device)}
+
+    def _stop(self) -> None:
+        at = f"the check at batch {self.updates}"
+        if self.good_weights is None:  # no healthy check yet: nothing better to go back to
+            log.warning("defense=%s: %s failed (robust accuracy %.3f on a training batch) "
+                        "before any passed; training stops with the current weights",
+                        self.defense.cfg.name, at, float(self.check_value))
+        else:
+            self.model.load_state_dict(self.good_weights)
+            log.warning("defense=%s: catastrophic overfitting at %s (robust accuracy %.3f on a "
+                        "training batch): the weights of the last healthy check are restored "
+                        "and training stops", self.defense.cfg.name, at,
+                        float(self.check_value))
+        self.stopped = True
+
+    def extra_state(self) -> dict[str, Any]:
+        """The schedules' position, the defence's carried state and the health check's; only
+        for defences that have them (older checkpoints have none)."""
+        d = self.defense
+        if not (d.scheduled or d.check_every or d.state_dict()):
+            return {}
+        return {"updates": self.updates, "defense": d.state_dict(),
+                "health": {"batch": self.check_batch, "value": self.check_value,
+                           "good_weights": self.good_weights, "stopped": self.stopped,
+                           "last_metrics": self.last_metrics}}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if not self.extra_state():
+            return  # a defence without schedules or carried state: nothing was saved
+        if "updates" not in state:
+            raise KeyError(f"updates (the checkpoint has no state of defense="
+                           f"{self.defense.cfg.name}: trained with another defence)")
+        self.updates = int(state["updates"])
+        self.defense.load_state_dict(state["defense"])
+        health = state["health"]
+        self.check_batch, self.check_value = health["batch"], health["value"]
+        self.good_weights, self.stopped = health["good_weights"], bool(health["stopped"])
+        self.last_metrics = health["last_metrics"]
 
     # --- evaluation ----------------------------------------------------------------------
 
