@@ -212,6 +212,11 @@ class Loop:
         checkpoint.set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.best = state.get("best")
+        resumed_file = checkpoint.resolve_path(path)
+        if (self.replicas.is_main and self.ckpt_path.exists()
+                and os.path.samefile(resumed_file, self.ckpt_path)):
+            # a kill between last.pt's rename and its step_<N>.pt link leaves that link missing
+            checkpoint.keep_recent(self.ckpt_path, self.step, int(self.cfg.trainer.keep_last))
         trained_on = state.get("world_size", 1)
         log.info("resumed from %s at step %d%s", path, self.step,
                  f" (trained by {trained_on} processes, continued by {self.replicas.world})"

@@ -96,6 +96,17 @@ def test_a_run_resumed_from_an_earlier_step_file_keeps_its_new_saves(tmp_path, k
     assert os.path.samefile(folder / "step_4.pt", folder / "last.pt")  # the new step 4
 
 
+def test_resume_restores_a_step_link_a_kill_left_missing(tmp_path):
+    # kill -9 between last.pt's rename and its step_<N>.pt link (seen once in CI)
+    make_loop(tmp_path, StepFamily(), max_steps=3, ckpt_every=1, keep_last=3).run()
+    folder = tmp_path / "checkpoints"
+    (folder / "step_3.pt").unlink()
+    make_loop(tmp_path, StepFamily(), max_steps=5, ckpt_every=1, keep_last=3).run(
+        resume=str(tmp_path))
+    assert names(folder) == ["last.pt", "step_3.pt", "step_4.pt", "step_5.pt"]
+    assert checkpoint.load(folder / "step_3.pt")["step"] == 3
+
+
 def test_step_files_are_copies_where_hard_links_fail(tmp_path, monkeypatch):
     def no_links(src, dst, *args, **kwargs):
         raise OSError(errno.EPERM, os.strerror(errno.EPERM))
