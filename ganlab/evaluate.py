@@ -1,4 +1,4 @@
-"""`python -m ganlab eval run=outputs/<run> [ckpt=last|best] [n_samples=N]`
+"""`python -m ganlab eval run=outputs/<run> [ckpt=last|best] [n_samples=N] [truncation=psi]`
 
 Runs every metric that applies to the run's family on its checkpoint (classifier-space metrics
 for generated digits, mode coverage on the toys, held-out ELBO for VAEs, held-out accuracy for
@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ganlab import checkpoint
 from ganlab.commandline import parse_options
 from ganlab.errors import UserError
-from ganlab.families.capabilities import Sampler, Translator
+from ganlab.families.capabilities import Sampler, Translator, check_truncation, truncation
 from ganlab.metrics.samples import SampleMetrics, wants_heldout
 from ganlab.runtime import flush_denormals
 
@@ -40,6 +40,7 @@ class EvalCommandConfig:
     # VAEs: -log p(x) on held-out images by importance sampling, k samples each (Burda et al.
     # use 5000); null: the run's eval.iwae_k (0: not measured)
     iwae_k: int | None = None
+    truncation: float = 1.0  # the sample metrics under the truncation trick (stylegan, biggan)
 
 
 def parse(args: list[str]) -> EvalCommandConfig:
@@ -54,6 +55,7 @@ def parse(args: list[str]) -> EvalCommandConfig:
         raise UserError(f"eval: n_samples must be at least 1, got {cfg.n_samples}")
     if cfg.iwae_k is not None and cfg.iwae_k < 1:
         raise UserError(f"eval: iwae_k must be at least 1, got {cfg.iwae_k}")
+    check_truncation(cfg.truncation, "eval")
     return cfg  # type: ignore[return-value]
 
 
@@ -83,6 +85,7 @@ def main(args: list[str]) -> None:
     if cfg.iwae_k is not None:
         overrides["eval"]["iwae_k"] = cfg.iwae_k
     family = checkpoint.load_checkpoint(path, device, overrides)
+    truncation(family, cfg.truncation, str(path), "eval")  # refused here, before any work
     train_cfg = family.config
     n = cfg.n_samples or int(train_cfg.eval.n_samples)
     heldout = None
@@ -106,10 +109,11 @@ def main(args: list[str]) -> None:
 
     def evaluate(count: int) -> dict:
         family.eval_samples = count  # a family's own held-out metrics
-        metrics = family.evaluate()
-        if samples is not None:
-            samples.n_samples = count
-            metrics.update(samples.measure(family))
+        with truncation(family, cfg.truncation, str(path), "eval"):
+            metrics = family.evaluate()
+            if samples is not None:
+                samples.n_samples = count
+                metrics.update(samples.measure(family))
         return metrics
 
     print(f"evaluating {train_cfg.model.name} ({train_cfg.model.family}) at step {family.step} "
@@ -130,7 +134,8 @@ def main(args: list[str]) -> None:
     if not metrics:
         raise UserError(f"no metric applies to {train_cfg.model.name} on "
                         f"{train_cfg.dataset.name}")
-    result = {"checkpoint": str(path), "step": family.step, "n_samples": n, **metrics}
+    result = {"checkpoint": str(path), "step": family.step, "n_samples": n,
+              **({"truncation": cfg.truncation} if cfg.truncation != 1 else {}), **metrics}
     out = Path(cfg.out) if cfg.out else path.parent.parent / f"eval_{cfg.ckpt}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -5,7 +5,8 @@ FILE.png gets an image grid (numbers=true draws each cell's index on it); FILE.n
 interpolate=linear|slerp gives rows of latent interpolations; arithmetic=[[A],[B],[C]] gives
 the z arithmetic mean(A) - mean(B) + mean(C) over samples picked by index from the grid of the
 same n and seed (Radford et al. 2016). A conditional model (`num_classes > 0`) draws one row
-per class, or only class K with label=K.
+per class, or only class K with label=K. truncation=psi (0 < psi <= 1) draws with the
+truncation trick of models that have one (stylegan, biggan): less variety, more typical images.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from omegaconf import MISSING, OmegaConf
 from ganlab.checkpoint import load_checkpoint
 from ganlab.commandline import parse_options
 from ganlab.errors import UserError
-from ganlab.families.capabilities import Sampler, Translator, num_classes, require
+from ganlab.families.capabilities import (
+    Sampler,
+    Translator,
+    check_truncation,
+    num_classes,
+    require,
+    truncation,
+)
 from ganlab.images import make_grid, save_png
 from ganlab.runtime import flush_denormals
 
@@ -46,6 +54,7 @@ class SampleConfig:
     variations: int = 8  # arithmetic: images of G(z + uniform noise) next to G(z)
     jitter: float = 0.25  # arithmetic: that noise is uniform in [-jitter, jitter]
     label: int | None = None  # conditional models: draw only this class
+    truncation: float = 1.0  # the truncation trick's psi (stylegan, biggan); 1: none
     device: str = "cpu"
 
 
@@ -54,6 +63,7 @@ def parse(args: list[str]) -> SampleConfig:
     cfg = OmegaConf.to_object(parse_options(SampleConfig, args, "sample"))
     if cfg.n < 1 or cfg.steps < 2:
         raise UserError("sample: n must be at least 1 and steps at least 2")
+    check_truncation(cfg.truncation, "sample")
     if Path(cfg.out).suffix not in (".png", ".npz"):
         raise UserError(f"sample: out must end in .png or .npz, got {cfg.out!r}")
     given = str(cfg.interpolate).lower()
@@ -295,6 +305,11 @@ def main(args: list[str]) -> None:
     flush_denormals()  # as in training: denormals slow CPU inference up to 100x
     family = load_checkpoint(cfg.ckpt, cfg.device)
     check_family(family, cfg)
+    with truncation(family, cfg.truncation, cfg.ckpt, "sample"):
+        draw(family, cfg)
+
+
+def draw(family, cfg: SampleConfig) -> None:
     generator = torch.Generator().manual_seed(cfg.seed)
     out = Path(cfg.out)
     if cfg.arithmetic is not None:
@@ -310,4 +325,5 @@ def main(args: list[str]) -> None:
     else:
         fake, labels, nrow = grid_samples(family, cfg, generator)
     write_samples(family, fake, labels, nrow, out, cfg.numbers)
-    print(f"wrote {out} ({len(fake)} samples from step {family.step})")
+    psi = f", truncation {cfg.truncation:g}" if cfg.truncation != 1 else ""
+    print(f"wrote {out} ({len(fake)} samples from step {family.step}{psi})")

@@ -5,6 +5,8 @@ one test trains a tiny DCGAN and runs the real CLI."""
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -319,6 +321,45 @@ def test_label_draws_one_class_from_the_grid_noise(monkeypatch, tmp_path):
     (LinearFamily, ["label=0"], "needs a conditional model"),
 ])
 def test_label_errors(monkeypatch, tmp_path, family, args, fragment):
+    with pytest.raises(UserError, match=fragment):
+        run_main(monkeypatch, family(), *args, f"out={tmp_path / 'x.png'}")
+
+
+# --- truncation ------------------------------------------------------------------------------
+
+
+class TruncatedFamily(LinearFamily):
+    """A stand-in with the truncation trick: under truncated(psi), generate scales z by psi."""
+
+    psi = 1.0
+
+    @contextlib.contextmanager
+    def truncated(self, psi: float):
+        self.psi = psi
+        try:
+            yield
+        finally:
+            self.psi = 1.0
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        return super().generate(self.psi * z)
+
+
+def test_truncation_applies_while_drawing_and_is_undone(monkeypatch, tmp_path):
+    family = TruncatedFamily()
+    run_main(monkeypatch, family, "n=4", "seed=3", "truncation=0.5", f"out={tmp_path / 't.npz'}")
+    torch.testing.assert_close(family.calls[-1]["z"], 0.5 * grid_z(4, 3), atol=0, rtol=0)
+    assert family.psi == 1.0
+    run_main(monkeypatch, family, "n=4", "seed=3", f"out={tmp_path / 'p.npz'}")  # psi 1: plain
+    torch.testing.assert_close(family.calls[-1]["z"], grid_z(4, 3), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(("family", "args", "fragment"), [
+    (TruncatedFamily, ["truncation=0"], r"truncation must be in \(0, 1\]"),
+    (TruncatedFamily, ["truncation=1.5"], r"truncation must be in \(0, 1\]"),
+    (LinearFamily, ["truncation=0.7"], "needs a model with the truncation trick"),
+])
+def test_truncation_errors(monkeypatch, tmp_path, family, args, fragment):
     with pytest.raises(UserError, match=fragment):
         run_main(monkeypatch, family(), *args, f"out={tmp_path / 'x.png'}")
 

@@ -7,6 +7,7 @@ family has a capability by having its members; nothing is registered.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -33,6 +34,16 @@ class ConditionalSampler(Sampler, Protocol):
     """A sampler whose generate(z, labels=...) takes class labels when num_classes > 0."""
 
     num_classes: int
+
+
+@runtime_checkable
+class TruncatedSampler(Sampler, Protocol):
+    """A sampler with the truncation trick, which trades diversity for fidelity (StyleGAN:
+    w pulled toward the tracked mean w; BigGAN: z resampled inside a threshold). Under
+    `truncated(psi)`, sample_noise and generate draw truncated samples; psi = 1 is plain
+    sampling, smaller psi stays closer to the typical image."""
+
+    def truncated(self, psi: float) -> contextlib.AbstractContextManager[None]: ...
 
 
 @runtime_checkable
@@ -67,10 +78,27 @@ def num_classes(family) -> int:
     return int(family.num_classes) if isinstance(family, ConditionalSampler) else 0
 
 
+def check_truncation(psi: float, command: str) -> None:
+    """truncation= of `sample` and `eval`: psi in (0, 1]."""
+    if not 0 < psi <= 1:
+        raise UserError(f"{command}: truncation must be in (0, 1] (1: no truncation), got {psi}")
+
+
+def truncation(family, psi: float, source: str, command: str):
+    """The context in which `family` samples with truncation psi: nothing to do at psi = 1;
+    a one-line error when the model has no truncation trick."""
+    if psi == 1.0:
+        return contextlib.nullcontext()
+    require(family, TruncatedSampler, f"{command}: truncation={psi} needs a model with the "
+            "truncation trick (stylegan, biggan)", source)
+    return family.truncated(psi)
+
+
 def require(family, capability: type, what: str, source: str) -> None:
     """A UserError in one line when `family` (loaded from `source`) lacks the capability:
     e.g. require(f, Sampler, "sample draws new images", "outputs/run")."""
     if not isinstance(family, capability):
-        cfg = family.config.model if family.config is not None else None
+        config = getattr(family, "config", None)
+        cfg = config.model if config is not None else None
         kind = f"a {cfg.family} model ({cfg.name})" if cfg is not None else type(family).__name__
         raise UserError(f"{what}; {source} holds {kind}")
