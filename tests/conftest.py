@@ -324,7 +324,9 @@ def compose_cfg(*overrides: str):
     from hydra import compose, initialize_config_dir
 
     from ganlab.config import CONF_DIR
+    from ganlab.plugins import discover
 
+    discover()  # every schema registered, as train does, whichever tests ran before
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=list(overrides))
 
