@@ -266,6 +266,43 @@ def test_cyclegan_reports_translation_fid_per_direction(tmp_path, monkeypatch):
     assert "best_fid_translation" in metrics and (run / "checkpoints" / "best.pt").is_file()
 
 
+def test_pix2pix_reports_the_fid_of_its_outputs_against_the_targets(tmp_path, monkeypatch):
+    """One direction: fid/kid of G(held-out inputs) against the held-out targets; the run is
+    still ranked by L1."""
+    from conftest import train_in_process
+    from PIL import Image
+
+    from ganlab.metrics import samples
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for i in range(20):
+        colour = np.array([(37 * i) % 256, (91 * i) % 256, (53 * i) % 256], dtype=np.uint8)
+        Image.fromarray(np.tile(colour, (16, 16, 1))).save(folder / f"{i}.png")
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"x")
+    monkeypatch.setattr(inception, "InceptionNet", TinyNet)
+    measured = []
+    real_translations = samples.SampleMetrics._translations
+
+    def spy(self, family):
+        measured.append(family.heldout_pairs()["AtoB"])
+        return real_translations(self, family)
+
+    monkeypatch.setattr(samples.SampleMetrics, "_translations", spy)
+    run = tmp_path / "run"
+    train_in_process(["model=pix2pix", "model.task=colorize", "model.g_features=4",
+                      "model.d_features=4", "model.d_layers=2", "dataset=folder",
+                      f"dataset.path={folder}", "dataset.image_size=16", "trainer.max_steps=2",
+                      "eval.every=1", "eval.inception=on", f"eval.inception_weights={weights}",
+                      "log.progress=false", f"hydra.run.dir={run}"], tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["fid"] > 0 and np.isfinite(metrics["kid_mean"])
+    assert "fid_translation" not in metrics and "best_l1" in metrics
+    inputs, targets = measured[-1]
+    assert inputs.shape[1] == 1 and targets.shape[1] == 3  # gray in, colour out
+
+
 def test_fid_command_reads_dataset_splits_and_runs(tiny_fid, capsys, monkeypatch):
     from conftest import train_in_process
 

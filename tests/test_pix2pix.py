@@ -224,8 +224,6 @@ def test_colorize_trains_on_rgb_images_beside_the_gray_baseline(tmp_path):
     (["model.task=colorize", "dataset=mnist"], ("needs an RGB dataset", "dataset=mnist has 1")),
     (["dataset=mnist"], ("dataset=mnist is not paired", "model.task=colorize")),
     (["dataset=paired", "dataset.name=x", "dataset.image_size=48"], ("power of two",)),
-    (["dataset=paired", "dataset.name=x", "dataset.image_size=32", "eval.inception=auto"],
-     ("eval.inception=off",)),
     (["model.task=colorize", "dataset=paired", "dataset.name=x"], ("holds pairs already",)),
     (["model=dcgan", "dataset=facades"], ("dataset=facades holds (input, target) image pairs",)),
     (["model=cyclegan", "dataset=facades"], ("does not train on pairs",)),

@@ -56,6 +56,15 @@ class Translator(Protocol):
 
 
 @runtime_checkable
+class HeldoutTranslations(Translator, Protocol):
+    """A translator that holds its held-out data: per direction it translates (its
+    `directions`), the uint8 inputs and the real images of the target domain. The Inception
+    FID of the translations against those real images is measured from them."""
+
+    def heldout_pairs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+@runtime_checkable
 class Autoencoder(Protocol):
     """Encodes [0, 1] images to codes and decodes them back: `latent`."""
 

@@ -190,6 +190,12 @@ class CycleGan(Family):
     # --- using the generators ------------------------------------------------------------
 
     @torch.no_grad()
+    def heldout_pairs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Each domain's test images and the other domain's, for the FID of translations."""
+        if self.heldout is None:
+            return {}
+        return {"AtoB": (self.heldout.a, self.heldout.b), "BtoA": (self.heldout.b, self.heldout.a)}
+
     def translate(self, images: torch.Tensor, direction: str) -> torch.Tensor:
         """uint8 (N, C, H, W) images of one domain -> uint8 translations ("AtoB" | "BtoA")."""
         net = {"AtoB": self.G_AB, "BtoA": self.G_BA}[direction]

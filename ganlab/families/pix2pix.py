@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from ganlab.config import Inception, ranged, schema
+from ganlab.config import ranged, schema
 from ganlab.data.base import DataSpec
 from ganlab.data.paired import (
     PairedTask,
@@ -82,12 +82,6 @@ class Pix2pixConfig:
     betas: list[float] = ranged([0.5, 0.999], "[0, 1)")
     decay_start: float = ranged(0.5, "[0, 1]")  # share of the run after which the lr decays
     test_mode: Pix2pixTestMode = Pix2pixTestMode.train
-
-
-def _check_eval(cfg) -> None:
-    if cfg.eval.inception != Inception.off:
-        raise UserError("model=pix2pix measures L1, PSNR and SSIM on held-out pairs; Inception "
-                        "FID/KID of its outputs is not measured yet: set eval.inception=off")
 
 
 @FAMILIES.register("pix2pix")
@@ -158,7 +152,6 @@ class Pix2pix(Family):
                 check_colorize_channels(int(dataset.channels), dataset.name)
         if "image_size" in dataset:
             check_pix2pix_size(int(dataset.image_size), int(c.d_layers))
-        _check_eval(cfg)
 
     def check_size(self, size: int, key: str) -> None:
         """Whether G can translate `size`-px images (it is convolutional)."""
@@ -322,6 +315,13 @@ class Pix2pix(Family):
                 self._baseline = {f"baseline_{k}": v for k, v in baseline.items()}
             metrics.update(self._baseline)
         return metrics
+
+    def heldout_pairs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The held-out inputs and targets: the Inception FID of the outputs is measured
+        against the targets (eval.inception)."""
+        if self.test_a is None or self.test_b is None:
+            return {}
+        return {"AtoB": (self.test_a, self.test_b)}
 
     # --- state ---------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import torch
 
 from ganlab.config import Inception
 from ganlab.errors import UserError
-from ganlab.families.capabilities import Sampler, Translator, num_classes
+from ganlab.families.capabilities import HeldoutTranslations, Sampler, Translator, num_classes
 
 log = logging.getLogger("ganlab")
 
@@ -93,14 +93,15 @@ class SampleMetrics:
         self.n_samples = int(cfg.eval.n_samples)
         self.mode_min_share = float(cfg.eval.mode_min_share)
         # images: generated ones, or translations between two image domains ("unpaired")
-        self.weights = (inception_weights(cfg.eval) if spec.kind in ("image", "unpaired")
-                        else None)
+        self.weights = (inception_weights(cfg.eval)
+                        if spec.kind in ("image", "unpaired", "paired") else None)
         self.classifier = spec.kind == "image" and uses_classifier(cfg.eval, cfg.dataset)
         # the `eval` command wraps the chunked work in a progress bar
         self.progress: Callable[[Iterable], Iterable] = iter
         # built on first use: the reference classifier may need training first
         self._classifier_space = self._inception_space = None
-        self._translation_spaces: dict | None = None  # per target domain
+        self._translation_spaces: dict = {}  # per direction: its target domain's features
+        self._inception_net = None
 
     def applies(self) -> bool:
         if self.spec.kind == "points":
@@ -109,7 +110,9 @@ class SampleMetrics:
 
     def measure(self, family) -> dict[str, float]:
         """Not under no_grad: the first call may train the reference classifier."""
-        if isinstance(family, Translator) and self.weights is not None:
+        if isinstance(family, Translator):
+            if self.weights is None or not isinstance(family, HeldoutTranslations):
+                return {}
             return self._translations(family)
         if not isinstance(family, Sampler):
             return {}
@@ -133,34 +136,39 @@ class SampleMetrics:
             metrics.update(self._inception().measure(fakes, self.progress))
         return metrics
 
-    def _translations(self, family: Translator) -> dict[str, float]:
-        """Inception FID/KID of the translated test images of each domain against the other
-        domain's real test images (up to eval.n_samples per direction), and their mean FID,
-        the run's primary metric."""
+    def _translations(self, family: HeldoutTranslations) -> dict[str, float]:
+        """Inception FID/KID of the translated held-out inputs against the real held-out images
+        of the target domain (up to eval.n_samples per direction). One direction (pix2pix and
+        the paired families): fid, kid_mean, kid_std. Two (CycleGAN): the same per direction
+        (fid_AtoB, ...) and their mean FID, fid_translation, the run's primary metric."""
+        import dataclasses
+
         from ganlab.data.base import InMemoryDataset
         from ganlab.metrics.inception import InceptionNet, InceptionSpace
 
-        if self._translation_spaces is None:
-            net = InceptionNet(self.weights, self.device)
-            cache = self.data_dir / "ganlab_reference"
-            self._translation_spaces = {
-                target: InceptionSpace(net, InMemoryDataset(self.spec, images,
-                                                            f"{self.heldout.source}: {target}"),
-                                       cache)
-                for target, images in (("B", self.heldout.b), ("A", self.heldout.a))}
+        pairs = family.heldout_pairs()
+        for direction, (_, real) in pairs.items():
+            if direction not in self._translation_spaces:
+                if self._inception_net is None:
+                    self._inception_net = InceptionNet(self.weights, self.device)
+                spec = dataclasses.replace(self.spec, kind="image", shape=tuple(real.shape[1:]))
+                name = f"{self.heldout.source}: {direction[-1]}"  # the target domain
+                self._translation_spaces[direction] = InceptionSpace(
+                    self._inception_net, InMemoryDataset(spec, real, name),
+                    self.data_dir / "ganlab_reference")
         metrics: dict = {}
-        for direction, source, target in (("AtoB", self.heldout.a, "B"),
-                                          ("BtoA", self.heldout.b, "A")):
-            images = source[: self.n_samples]
+        for direction, (inputs, _) in pairs.items():
+            images = inputs[: self.n_samples]
             with torch.no_grad():
                 fakes = torch.cat([family.translate(images[i : i + CHUNK], direction)
                                    for i in range(0, len(images), CHUNK)])
-            measured = self._translation_spaces[target].measure(fakes, self.progress)
-            metrics[f"fid_{direction}"] = measured["fid"]
-            metrics[f"kid_mean_{direction}"] = measured["kid_mean"]
-            metrics[f"kid_std_{direction}"] = measured["kid_std"]
+            measured = self._translation_spaces[direction].measure(fakes, self.progress)
+            suffix = f"_{direction}" if len(pairs) > 1 else ""
+            for key in ("fid", "kid_mean", "kid_std"):
+                metrics[key + suffix] = measured[key]
             metrics["inception_backbone"] = measured["inception_backbone"]
-        metrics["fid_translation"] = (metrics["fid_AtoB"] + metrics["fid_BtoA"]) / 2
+        if len(pairs) > 1:
+            metrics["fid_translation"] = sum(metrics[f"fid_{d}"] for d in pairs) / len(pairs)
         return metrics
 
     def _modes(self, points: torch.Tensor) -> dict[str, float]:
