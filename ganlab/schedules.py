@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import torch
+
 
 def linear_decay(step: int, total: int, start: float) -> float:
     """The lr factor for update number `step` (0-based) of `total`: 1 before `start` (a
@@ -11,6 +15,17 @@ def linear_decay(step: int, total: int, start: float) -> float:
     if step < begin:
         return 1.0
     return max(0.0, (total - step) / (total - begin))
+
+
+def decay_lr(optimizers: Iterable[torch.optim.Optimizer], base_lr: float, step: int, total: int,
+             start: float) -> float:
+    """Set every param group of `optimizers` to base_lr x linear_decay(step, total, start), the
+    schedule of CycleGAN and pix2pix; returns that lr."""
+    lr = base_lr * linear_decay(step, total, start)
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+    return lr
 
 
 def linear_warmup(step: int, total: int, share: float) -> float:

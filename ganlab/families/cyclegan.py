@@ -35,7 +35,7 @@ from ganlab.images import SYMMETRIC, make_grid, to_float, to_uint8
 from ganlab.models import MODELS
 from ganlab.models.cyclegan import check_cyclegan_config, size_multiple
 from ganlab.optim import adam
-from ganlab.schedules import linear_decay
+from ganlab.schedules import decay_lr
 
 SHOWN = 8  # test images per direction in the logged grids
 EVAL_BATCH = 16
@@ -57,6 +57,13 @@ class CycleganNorm(str, Enum):
 class CycleganLoss(str, Enum):
     lsgan = "lsgan"  # least squares (the reference's default)
     vanilla = "vanilla"  # binary cross-entropy on logits
+
+    def to_target(self, scores: torch.Tensor, real: bool) -> torch.Tensor:
+        """The reference's GANLoss: D's scores against the constant target 1 (real) or 0."""
+        target = torch.full_like(scores, 1.0 if real else 0.0)
+        if self is CycleganLoss.lsgan:
+            return F.mse_loss(scores, target)
+        return F.binary_cross_entropy_with_logits(scores, target)
 
 
 @schema("model", "cyclegan")
@@ -118,8 +125,7 @@ class CycleGan(Family):
         self.lr, self.decay_start = float(c.lr), float(c.decay_start)
         self.lambda_a, self.lambda_b = float(c.lambda_a), float(c.lambda_b)
         self.lambda_identity = float(c.lambda_identity)
-        self.criterion = (F.mse_loss if c.gan_loss == CycleganLoss.lsgan
-                          else F.binary_cross_entropy_with_logits)
+        self.gan_loss = CycleganLoss(c.gan_loss)
         self.updates = 0  # optimisation steps taken: the lr schedule's position
         self.heldout = None
 
@@ -137,19 +143,10 @@ class CycleGan(Family):
 
     # --- training ------------------------------------------------------------------------
 
-    def _adversarial(self, scores: torch.Tensor, real: bool) -> torch.Tensor:
-        return self.criterion(scores, torch.full_like(scores, 1.0 if real else 0.0))
-
-    def _set_lr(self) -> float:
-        total = self.run_length or self.cfg.trainer.max_steps
-        lr = self.lr * linear_decay(self.updates, total, self.decay_start)
-        for group in itertools.chain(self.opt_G.param_groups, self.opt_D.param_groups):
-            group["lr"] = lr
-        return lr
-
     def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
         a, b = (to_float(x, SYMMETRIC) for x in batch)
-        lr = self._set_lr()
+        lr = decay_lr((self.opt_G, self.opt_D), self.lr, self.updates,
+                      self.run_length or self.cfg.trainer.max_steps, self.decay_start)
         fake_b, fake_a = self.G_AB(a), self.G_BA(b)
         rec_a, rec_b = self.G_BA(fake_b), self.G_AB(fake_a)
 
@@ -157,8 +154,8 @@ class CycleGan(Family):
         self.D_A.requires_grad_(False)
         self.D_B.requires_grad_(False)
         self.opt_G.zero_grad(set_to_none=True)
-        g_a = self._adversarial(self.D_B(fake_b), real=True)
-        g_b = self._adversarial(self.D_A(fake_a), real=True)
+        g_a = self.gan_loss.to_target(self.D_B(fake_b), real=True)
+        g_b = self.gan_loss.to_target(self.D_A(fake_a), real=True)
         cycle_a = self.lambda_a * F.l1_loss(rec_a, a)
         cycle_b = self.lambda_b * F.l1_loss(rec_b, b)
         if self.lambda_identity > 0:
@@ -174,10 +171,10 @@ class CycleGan(Family):
         self.D_B.requires_grad_(True)
         self.opt_D.zero_grad(set_to_none=True)
         old_a, old_b = self.pool_A.query(fake_a.detach()), self.pool_B.query(fake_b.detach())
-        d_a = 0.5 * (self._adversarial(self.D_A(a), real=True) +
-                     self._adversarial(self.D_A(old_a), real=False))
-        d_b = 0.5 * (self._adversarial(self.D_B(b), real=True) +
-                     self._adversarial(self.D_B(old_b), real=False))
+        d_a = 0.5 * (self.gan_loss.to_target(self.D_A(a), real=True) +
+                     self.gan_loss.to_target(self.D_A(old_a), real=False))
+        d_b = 0.5 * (self.gan_loss.to_target(self.D_B(b), real=True) +
+                     self.gan_loss.to_target(self.D_B(old_b), real=False))
         self.amp.backward(d_a + d_b)
         self.amp.step(self.opt_D)
         self.updates += 1

@@ -24,7 +24,6 @@ pairs from any image dataset: model.task=colorize (the BT.601 luma of an RGB ima
 from __future__ import annotations
 
 import contextlib
-import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -48,7 +47,7 @@ from ganlab.images import SYMMETRIC, UNIT, make_grid, to_float, to_uint8
 from ganlab.models import MODELS
 from ganlab.models.cyclegan import check_pix2pix_size
 from ganlab.optim import adam
-from ganlab.schedules import linear_decay
+from ganlab.schedules import decay_lr
 
 SHOWN = 8  # held-out pairs in the logged grid
 EVAL_BATCH = 16  # images per forward pass when batch statistics are not in play
@@ -122,8 +121,7 @@ class Pix2pix(Family):
         self.opt_D = adam(self.D.parameters(), lr=c.lr, betas=betas)
         self.lr, self.decay_start = float(c.lr), float(c.decay_start)
         self.lambda_l1 = float(c.lambda_l1)
-        self.criterion = (F.mse_loss if c.gan_loss == CycleganLoss.lsgan
-                          else F.binary_cross_entropy_with_logits)
+        self.gan_loss = CycleganLoss(c.gan_loss)
         self.test_mode = c.test_mode
         # test batches: as large as the training batches when their statistics are used
         self.test_batch = (int(cfg.trainer.batch_size) if c.test_mode == Pix2pixTestMode.train
@@ -181,33 +179,24 @@ class Pix2pix(Family):
 
     # --- training ------------------------------------------------------------------------
 
-    def _adversarial(self, scores: torch.Tensor, real: bool) -> torch.Tensor:
-        return self.criterion(scores, torch.full_like(scores, 1.0 if real else 0.0))
-
-    def _set_lr(self) -> float:
-        total = self.run_length or self.cfg.trainer.max_steps
-        lr = self.lr * linear_decay(self.updates, total, self.decay_start)
-        for group in itertools.chain(self.opt_G.param_groups, self.opt_D.param_groups):
-            group["lr"] = lr
-        return lr
-
     def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
         a, b = (to_float(x, SYMMETRIC) for x in self.pairs(batch))
-        lr = self._set_lr()
+        lr = decay_lr((self.opt_G, self.opt_D), self.lr, self.updates,
+                      self.run_length or self.cfg.trainer.max_steps, self.decay_start)
         fake = self.G(a)
 
         # D first, on the real pair and on the generated one (G's graph cut off)
         self.D.requires_grad_(True)
         self.opt_D.zero_grad(set_to_none=True)
-        d_fake = self._adversarial(self.D(torch.cat([a, fake.detach()], 1)), real=False)
-        d_real = self._adversarial(self.D(torch.cat([a, b], 1)), real=True)
+        d_fake = self.gan_loss.to_target(self.D(torch.cat([a, fake.detach()], 1)), real=False)
+        d_real = self.gan_loss.to_target(self.D(torch.cat([a, b], 1)), real=True)
         self.amp.backward(0.5 * (d_fake + d_real))
         self.amp.step(self.opt_D)
 
         # then G, judged by the updated D, with D frozen (no parameter gradients wasted on it)
         self.D.requires_grad_(False)
         self.opt_G.zero_grad(set_to_none=True)
-        g_gan = self._adversarial(self.D(torch.cat([a, fake], 1)), real=True)
+        g_gan = self.gan_loss.to_target(self.D(torch.cat([a, fake], 1)), real=True)
         g_l1 = self.lambda_l1 * F.l1_loss(fake, b)
         self.amp.backward(g_gan + g_l1)
         self.amp.step(self.opt_G)
