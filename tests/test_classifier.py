@@ -7,6 +7,7 @@ No network: torchvision's download is patched to fail in every test.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import gzip
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from ganlab.data.base import HELDOUT_FRACTION, DataSpec, InMemoryDataset, split_
 from ganlab.data.mnist import read_idx
 from ganlab.errors import UserError
 from ganlab.families.classifier import ClassifierFamily
-from ganlab.images import resize_uint8
+from ganlab.images import UNIT, resize_uint8, to_float
 from ganlab.models import MODELS
 from ganlab.preflight import compose_all
 
@@ -452,6 +453,33 @@ def test_evaluate_with_pgd_names_and_rng(trained: ClassifierFamily) -> None:
     assert set(visuals) == {"adversarial_examples"}
 
 
+def test_evaluate_in_the_l2_ball(trained: ClassifierFamily) -> None:
+    fam = family("model.eval_attack=pgd", "model.eval_norm=2", "model.eval_eps=6",
+                 "model.eval_steps=5", "eval.n_samples=100")
+    fam.load_state_dict(trained.state_dict())
+    fam.use_heldout(trained.heldout)
+    metrics = fam.evaluate()
+    assert set(metrics) == {"accuracy", "loss", "accuracy_pgd_l2_6"}
+    assert metrics["accuracy_pgd_l2_6"] < metrics["accuracy"]
+    x = to_float(trained.heldout.x[:16], UNIT)
+    adv = fam._adversary()(fam.model, x, trained.heldout.y[:16])
+    assert (adv - x).flatten(1).norm(dim=1).max() <= 6 + 1e-4  # in the L2 ball
+    assert (adv - x).flatten(1).norm(dim=1).max() > 0.9 * 6  # it uses the ball
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchattacks") is None,
+                    reason="needs torchattacks (the [attacks] extra)")
+def test_evaluate_under_apgd_is_at_most_pgd(trained: ClassifierFamily) -> None:
+    results = {}
+    for method in ("pgd", "apgd"):
+        fam = family(f"model.eval_attack={method}", "model.eval_eps=0.1", "model.eval_steps=10",
+                     "eval.n_samples=100")
+        fam.load_state_dict(trained.state_dict())
+        fam.use_heldout(trained.heldout)
+        results[method] = fam.evaluate()[f"accuracy_{method}_0.1"]
+    assert results["apgd"] <= results["pgd"] + 0.02, results
+
+
 def test_visuals(trained: ClassifierFamily) -> None:
     before = torch.get_rng_state()
     visuals = trained.visuals()
@@ -493,6 +521,9 @@ def test_no_heldout_means_no_metrics() -> None:
     (["model=dcgan", "defense=fgsm"], "defense= applies to model=lenet,mlp,softmax, not to "
                                       "model=dcgan"),
     (["model=dcgan", "model.eval_eps=0.1"], "model.eval_eps is not a setting of model=dcgan"),
+    (["model=lenet", "model.eval_norm=2", "model.eval_attack=fgsm"],
+     "model.eval_attack=fgsm is an L-inf attack"),
+    (["model=lenet", "model.eval_eps=2.0"], "an L2 size? set model.eval_norm=2"),
     (["model=lenet", "defense.eps=0.1"], "defense.eps is not a setting of model=lenet's default"),
     (["model=lenet", "defense=mixup", "defense.eps=0.1"],
      "defense.eps is not a setting of defense=mixup"),

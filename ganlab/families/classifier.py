@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, ClassVar
 
 import torch
 
-from ganlab.attacks import attack_by_name
+from ganlab.attacks import apgd, attack_by_name, autoattack
 from ganlab.attacks.defenses import DEFENSES
-from ganlab.config import AttackMethod, ranged, schema, sizes
+from ganlab.config import one_of, ranged, schema, sizes
 from ganlab.data.base import DataSpec
+from ganlab.errors import UserError
 from ganlab.families.base import FAMILIES, Family
 from ganlab.images import UNIT, make_grid, to_float, to_uint8
 from ganlab.metrics.robustness import evaluate_attack
@@ -22,6 +24,19 @@ from ganlab.optim import adam
 SHOWN_EXAMPLES = 16  # held-out images in the clean-vs-adversarial grid
 
 log = logging.getLogger("ganlab")
+
+
+class EvalAttack(str, Enum):
+    """The attack of the held-out robust accuracy measured during training."""
+
+    fgsm = "fgsm"
+    ifgsm = "ifgsm"
+    pgd = "pgd"
+    apgd = "apgd"  # Croce & Hein's Auto-PGD, CE loss (torchattacks)
+    autoattack = "autoattack"  # the standard ensemble, per-example worst case (torchattacks)
+
+
+LIBRARY_EVAL_ATTACKS = (EvalAttack.apgd, EvalAttack.autoattack)
 
 
 @dataclass
@@ -37,9 +52,12 @@ class ClassifierConfig:
     lr: float = ranged(1e-3, "(0, inf)")  # Adam
     weight_decay: float = ranged(0.0, "[0, inf)")
     # held-out accuracy is measured clean and under this attack at every evaluation
-    eval_attack: AttackMethod = AttackMethod.fgsm
-    eval_eps: float = ranged(0.3, "[0, 1]")
-    eval_steps: int = ranged(20, "[1, inf)")  # ifgsm/pgd, step 2.5 * eps / steps
+    eval_attack: EvalAttack = EvalAttack.fgsm
+    eval_eps: float = ranged(0.3, "[0, inf)")  # in [0, 1] for L-inf
+    eval_norm: str = one_of("inf", "inf", "2")  # pgd, apgd, autoattack: the L-inf or the L2 ball
+    # ifgsm/pgd (step 2.5 * eps / steps), apgd, autoattack's APGD-CE/APGD-T/FAB-T
+    eval_steps: int = ranged(20, "[1, inf)")
+    eval_queries: int = ranged(1000, "[1, inf)")  # autoattack's Square (the standard: 5000)
 
 
 @schema("model", "softmax")
@@ -80,6 +98,25 @@ class ClassifierFamily(Family):
 
     needs_heldout = True
 
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        super().check_config(cfg)
+        c = cfg.model
+        method, norm = EvalAttack(c.eval_attack), str(c.eval_norm)
+        if norm == "2" and method in (EvalAttack.fgsm, EvalAttack.ifgsm):
+            raise UserError(f"model.eval_attack={method.value} is an L-inf attack; with "
+                            "model.eval_norm=2 use pgd, apgd or autoattack")
+        if norm == "inf" and c.eval_eps > 1:
+            raise UserError(f"model.eval_eps={c.eval_eps} is larger than the [0, 1] pixel "
+                            "range: an L2 size? set model.eval_norm=2")
+        if method in LIBRARY_EVAL_ATTACKS:
+            from ganlab.attacks.library import torchattacks
+
+            try:
+                torchattacks()
+            except ImportError as e:
+                raise UserError(f"model.eval_attack={method.value}: {e}") from e
+
     def __init__(self, cfg, spec: DataSpec, device: torch.device) -> None:
         self.spec = spec
         self.device = device
@@ -98,9 +135,10 @@ class ClassifierFamily(Family):
         self.stopped = False
         self.last_metrics: dict[str, torch.Tensor] = {}
         self.double_backward = frozenset({"model"} if self.defense.double_backward else ())
-        # AttackMethod(...): a config read back from a checkpoint holds plain strings
-        self.eval_method, self.eval_eps = c.eval_attack.value, float(c.eval_eps)
-        self.eval_steps = int(c.eval_steps)
+        # EvalAttack(...): a config read back from a checkpoint holds plain strings
+        self.eval_method, self.eval_eps = EvalAttack(c.eval_attack), float(c.eval_eps)
+        self.eval_norm = str(c.eval_norm)
+        self.eval_steps, self.eval_queries = int(c.eval_steps), int(c.eval_queries)
         self.eval_seed = cfg.trainer.seed + 2
         self.eval_samples = int(cfg.eval.n_samples)
         self.heldout = None
@@ -202,9 +240,20 @@ class ClassifierFamily(Family):
         generator = torch.Generator(self.device).manual_seed(self.eval_seed)
         # iterative attacks step 2.5 * eps / steps (Madry et al.), so they can reach the whole
         # eps-ball whatever eval_steps is (I-FGSM's own 1/255 step would not, at 20 steps)
-        return attack_by_name(self.eval_method, self.eval_eps,
-                              step_size=2.5 * self.eval_eps / self.eval_steps,
-                              steps=self.eval_steps, generator=generator)
+        eps, norm, steps, seed = self.eval_eps, self.eval_norm, self.eval_steps, self.eval_seed
+        if self.eval_method == EvalAttack.apgd:
+            def craft(model, x, y, targeted=False):
+                return apgd(model, x, y, eps, norm, steps=steps, seed=seed)
+            return craft
+        if self.eval_method == EvalAttack.autoattack:
+            queries = self.eval_queries
+
+            def craft(model, x, y, targeted=False):
+                return autoattack(model, x, y, eps, norm, steps=steps, n_queries=queries,
+                                  seed=seed)
+            return craft
+        return attack_by_name(self.eval_method.value, eps, step_size=2.5 * eps / steps,
+                              steps=steps, generator=generator, norm=norm)
 
     def evaluate(self) -> dict[str, float]:
         if self.heldout is None:
@@ -213,7 +262,13 @@ class ClassifierFamily(Family):
         x, y = to_float(self.heldout.x[:n], UNIT), self.heldout.y[:n]
         row = evaluate_attack(self.model, x, y, self._adversary(), self.eval_eps)
         return {"accuracy": row["clean_accuracy"], "loss": row["clean_loss"],
-                f"accuracy_{self.eval_method}_{self.eval_eps:g}": row["accuracy"]}
+                self.robust_accuracy_key: row["accuracy"]}
+
+    @property
+    def robust_accuracy_key(self) -> str:
+        """accuracy_<attack>_<eps>, with _l2 after the attack in the L2 ball."""
+        l2 = "_l2" if self.eval_norm == "2" else ""
+        return f"accuracy_{self.eval_method.value}{l2}_{self.eval_eps:g}"
 
     def visuals(self) -> dict[str, torch.Tensor]:
         if self.heldout is None:
