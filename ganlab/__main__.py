@@ -37,6 +37,11 @@ commands:
            out=FILE.png [octaves=4 steps=10 step_size=0.01 jitter=16] (weights on disk only)
   attack   attack a trained classifier on held-out data: ckpt=PATH attack=fgsm|ifgsm|pgd|
            transfer|substitute [attack.eps=[0,0.1,0.3]] [attack.targeted=true attack.target=T]
+  rollouts random-policy episodes of a game as uint8 frames + actions + rewards + dones:
+           env=dodge|<Gymnasium id> episodes=N out=DIR [seed=0 size=64 max_steps=300
+           policy=hold|brownian hold=8]
+  worldmodel  World Models end to end (rollouts, V, M, C; each stage a train run in OUT):
+           env=dodge episodes=N out=DIR [in_dream=true] [vae.KEY=V mdnrnn.KEY=V controller.KEY=V]
 
 Runs go to outputs/<date>/<time> (sweeps: outputs/multirun/...); view them with
 `tensorboard --logdir outputs`.
@@ -96,6 +101,8 @@ COMMANDS = {
     "translate": "ganlab.translate",
     "export": "ganlab.export",
     "dream": "ganlab.dream",
+    "rollouts": "ganlab.envs.rollouts",
+    "worldmodel": "ganlab.worldmodel",
 }
 
 

@@ -1,7 +1,8 @@
 """`python -m ganlab attack ckpt=RUN attack=NAME [attack.*=...]`
 
 NAME: fgsm, ifgsm, pgd, apgd, autoattack (budgeted: one result per `attack.eps`), cw, deepfool,
-jsma, lbfgs (minimal: one result, the perturbation's size is the measure), transfer, substitute.
+jsma, lbfgs (minimal: one result, the perturbation's size is the measure), transfer, substitute,
+and the physical-world attacks eot and patch (ganlab.attack_physical: their own report).
 
 `ckpt=FILE.pt2 dataset=NAME`: any classifier, exported with torch.export.save (it takes [0, 1]
 images and returns logits), attacked on the held-out split of `dataset=`.
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from ganlab import checkpoint
+from ganlab import attack_physical, checkpoint
 from ganlab.attacks import (
     apgd,
     attack_by_name,
@@ -97,6 +98,8 @@ def _check(cfg) -> None:
         value = a.get(key)
         if value is not None and not value > 0:
             raise UserError(f"attack.{key} must be positive, got {value}")
+    if a.name in attack_physical.PHYSICAL_ATTACKS:
+        attack_physical.check(a)
     if a.name == "jsma" and a.theta == 0:
         raise UserError("attack.theta=0 moves no pixel; JSMA needs theta in [-1, 1], not 0")
     if "targeted" in a:
@@ -213,6 +216,8 @@ def run(cfg) -> dict[str, Any]:
     report["n_examples"] = n
 
     _check_target_class(a, target.spec.num_classes)
+    if a.name in attack_physical.PHYSICAL_ATTACKS:
+        return attack_physical.run(cfg, target, x, y, generator, report)
     components: dict[str, float] = {}
     if a.name in GRADIENT_ATTACKS:
         source = target.model
@@ -299,7 +304,9 @@ def run(cfg) -> dict[str, Any]:
             max(float((adv - xs).abs().max()), 1e-6)
         shown["examples"] = examples_figure(target.model, xs, adv, scale)
         save_png(shown["examples"], out / "examples.png")
-    _to_tensorboard(cfg, a.name, target.step, rows, {"robust_accuracy": plot, **shown})
+    accuracies = {"accuracy" if row["eps"] is None else f"accuracy_eps_{row['eps']:g}":
+                  row["accuracy"] for row in rows}
+    _to_tensorboard(cfg, a.name, target.step, accuracies, {"robust_accuracy": plot, **shown})
     report["out"] = str(out)
     return report
 
@@ -433,7 +440,7 @@ def perturbation_sizes(model, x: torch.Tensor, y: torch.Tensor, adv: torch.Tenso
                              eligible)
 
 
-def _to_tensorboard(cfg, name: str, step: int, rows, images) -> None:
+def _to_tensorboard(cfg, name: str, step: int, scalars: dict[str, float], images) -> None:
     run_dir = checkpoint.run_dir_of(checkpoint.resolve_path(cfg.ckpt))
     if run_dir is None or not (run_dir / "tb").is_dir():
         return
@@ -442,15 +449,17 @@ def _to_tensorboard(cfg, name: str, step: int, rows, images) -> None:
     with SummaryWriter(str(run_dir / "tb")) as writer:
         for image_name, image in images.items():
             writer.add_image(f"attack/{name}/{image_name}", image, step, dataformats="CHW")
-        for row in rows:
-            tag = "accuracy" if row["eps"] is None else f"accuracy_eps_{row['eps']:g}"
-            writer.add_scalar(f"attack/{name}/{tag}", row["accuracy"], step)
+        for tag, value in scalars.items():
+            writer.add_scalar(f"attack/{name}/{tag}", value, step)
 
 
 def main(args: list[str]) -> None:
     cfg = parse(args)
     flush_denormals()  # as in training: denormals slow CPU inference up to 100x
     report = run(cfg)
+    if report["attack"]["name"] in attack_physical.PHYSICAL_ATTACKS:
+        attack_physical.print_report(report)
+        return
     rows = report["results"]
     print(f"{report['attack']['name']} on {report['model']} ({report['n_examples']} held-out "
           f"images): clean accuracy {report['clean_accuracy']:.4f}")

@@ -269,6 +269,45 @@ class AutoattackAttackConfig:
 
 
 @dataclass
+class EotAttackConfig:
+    """Athalye et al.'s Expectation over Transformation: PGD (L-inf) on the loss averaged over
+    random transformations, evaluated under fresh ones beside plain PGD's examples."""
+
+    name: str = "eot"
+    eps: list[float] = field(default_factory=lambda: [0.3])
+    targeted: bool = False
+    target: str | None = None  # with targeted=true: a class, random (default), least_likely
+    steps: int = ranged(40, "[1, inf)")
+    step_size: float | None = None  # None: 2.5 * eps / steps (Madry et al.)
+    random_start: bool = True
+    samples: int = ranged(10, "[1, inf)")  # transformations averaged per gradient step
+    # the distribution: Athalye et al. 2018, Table 4 (2-D), each uniform in its range
+    rotation: float = ranged(22.5, "[0, 180]")  # degrees, either way
+    scale: list[float] = ranged([0.9, 1.4], "(0, inf)")  # [min, max] zoom
+    translate: float = ranged(0.1, "[0, 1]")  # shift, a fraction of the image size, either way
+    brightness: float = ranged(0.05, "[0, 1]")  # lighten / darken by up to this
+    noise: float = ranged(0.1, "[0, 1]")  # Gaussian noise, standard deviation up to this
+    eval_samples: int = ranged(10, "[1, inf)")  # fresh transformations per held-out image
+
+
+@dataclass
+class PatchAttackConfig:
+    """Brown et al.'s adversarial patch: one universal, targeted square patch trained over
+    random placements and training images; its success rate on held-out images."""
+
+    name: str = "patch"
+    target: int = ranged(0, "[0, inf)")  # the class every patched image should become
+    size: float = ranged(0.1, "(0, 1]")  # the patch's share of the image area
+    rotation: float = ranged(22.5, "[0, 180]")  # degrees, either way (the reference code's)
+    scale: list[float] = ranged([0.8, 1.2], "(0, inf)")  # [min, max] of the side, in training
+    steps: int = ranged(1000, "[1, inf)")  # gradient steps
+    batch_size: int = ranged(16, "[1, inf)")  # training images per step (the reference's 16)
+    lr: float = ranged(1.25, "(0, inf)")  # the reference's 5.0 on [-1, 1] images
+    train_images: int = ranged(2000, "[1, inf)")  # from the dataset's training split
+    eval_samples: int = ranged(10, "[1, inf)")  # random placements per held-out image
+
+
+@dataclass
 class AttackCommandConfig:
     # the attacked classifier: checkpoint file or run dir, or a torch.export program (.pt2)
     # of any classifier taking [0, 1] images, with `dataset=` naming its held-out data
@@ -452,7 +491,8 @@ def register_configs() -> None:
                        ("substitute", SubstituteAttackConfig), ("cw", CwAttackConfig),
                        ("jsma", JsmaAttackConfig), ("deepfool", DeepfoolAttackConfig),
                        ("lbfgs", LbfgsAttackConfig), ("apgd", ApgdAttackConfig),
-                       ("autoattack", AutoattackAttackConfig)):
+                       ("autoattack", AutoattackAttackConfig), ("eot", EotAttackConfig),
+                       ("patch", PatchAttackConfig)):
         register_schema("attack", name, node)
 
 

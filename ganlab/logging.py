@@ -105,6 +105,9 @@ class RunLogger:
 
     def images(self, images: Mapping[str, torch.Tensor], step: int) -> None:
         for name, image in images.items():
+            if image.dim() == 4:  # a video, uint8 (T, C, H, W)
+                self.video(name, image, step)
+                continue
             note = self.visual_notes.get(name)
             if note and name not in self._described:  # TensorBoard reads the first one's
                 self._add_described_image(name, image, step, note)
@@ -115,6 +118,22 @@ class RunLogger:
                 self.tracker.image(name, image, step)
             suffix = "" if name == "samples" else f"_{name.replace('/', '_')}"
             save_png(image, self.samples_dir / f"step_{step}{suffix}.png")
+
+    def video(self, name: str, frames: torch.Tensor, step: int) -> None:
+        """A uint8 (T, C, H, W) clip: TensorBoard's video when moviepy is installed (its
+        add_video needs it), else the frames as one image strip (8 per row); and always
+        samples/step_<N>_<name>.gif."""
+        import importlib.util
+
+        from ganlab.images import make_grid
+
+        if importlib.util.find_spec("moviepy") is not None:
+            self.writer.add_video(name, frames[None], step, fps=10)
+        else:
+            self.writer.add_image(f"{name}_frames", make_grid(frames, nrow=8), step,
+                                  dataformats="CHW")
+        self.samples_dir.mkdir(parents=True, exist_ok=True)
+        save_video_gif(frames, self.samples_dir / f"step_{step}_{name.replace('/', '_')}.gif")
 
     def _add_described_image(self, name: str, image: torch.Tensor, step: int,
                              note: str) -> None:
@@ -186,6 +205,15 @@ class RunLogger:
         self.writer.close()
         self.steps_log.removeHandler(self._file)
         self._file.close()
+
+
+def save_video_gif(frames: torch.Tensor, path: Path, fps: int = 10) -> None:
+    """uint8 (T, C, H, W) frames as a looping GIF."""
+    from PIL import Image
+
+    pictures = [Image.fromarray(f.permute(1, 2, 0).cpu().numpy()) for f in frames]
+    pictures[0].save(path, format="GIF", save_all=True, append_images=pictures[1:],
+                     duration=int(1000 / fps), loop=0)
 
 
 def hparam_metrics(metrics: Mapping[str, Any]) -> list[str]:

@@ -1,12 +1,17 @@
 """`python -m ganlab sample ckpt=PATH n=N out=FILE`: draw from a trained model.
 
 FILE.png gets an image grid (numbers=true draws each cell's index on it); FILE.npz gets key
-`images`, uint8 (N, C, H, W) in 0..255 (2-D toy models: key `points`, float32 (N, 2)).
+`images`, uint8 (N, C, H, W) in 0..255 (2-D toy models: key `points`, float32 (N, 2); 3-D
+shape models (gan3d): key `voxels`, uint8 (N, X, Y, Z) of 0/1, y up, and the .png pictures
+them, render=shaded|views|mesh).
 interpolate=linear|slerp gives rows of latent interpolations; arithmetic=[[A],[B],[C]] gives
 the z arithmetic mean(A) - mean(B) + mean(C) over samples picked by index from the grid of the
 same n and seed (Radford et al. 2016). A conditional model (`num_classes > 0`) draws one row
 per class, or only class K with label=K. truncation=psi (0 < psi <= 1) draws with the
 truncation trick of models that have one (stylegan, biggan): less variety, more typical images.
+mixing=true (stylegan) draws the style-mixing figure: a top row of mixing_cols seeds, a left
+column of mixing_rows seeds, and in each cell the row seed's styles before layer crossover=
+(coarse) with the column seed's after it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from ganlab.commandline import parse_options
 from ganlab.errors import UserError
 from ganlab.families.capabilities import (
     Sampler,
+    StyleMixer,
     Translator,
+    VolumeSampler,
     check_truncation,
     num_classes,
     require,
@@ -55,6 +62,11 @@ class SampleConfig:
     jitter: float = 0.25  # arithmetic: that noise is uniform in [-jitter, jitter]
     label: int | None = None  # conditional models: draw only this class
     truncation: float = 1.0  # the truncation trick's psi (stylegan, biggan); 1: none
+    mixing: bool = False  # stylegan: the style-mixing figure instead of a grid
+    mixing_rows: int = 6  # mixing: seeds of the coarse styles (left column)
+    mixing_cols: int = 5  # mixing: seeds of the other styles (top row)
+    crossover: int | None = None  # mixing: the first layer of the top row's styles (null: 4)
+    render: str = "shaded"  # voxel models (gan3d): shaded | views | mesh (scikit-image)
     device: str = "cpu"
 
 
@@ -78,6 +90,14 @@ def parse(args: list[str]) -> SampleConfig:
     if cfg.numbers and (cfg.interpolate != "false" or Path(cfg.out).suffix != ".png"):
         raise UserError("sample: numbers=true labels the cells of a .png sample grid (not "
                         "with interpolate or .npz)")
+    if cfg.mixing:
+        if cfg.interpolate != "false" or cfg.arithmetic is not None or cfg.numbers:
+            raise UserError("sample: mixing=true draws its own figure; not with interpolate=, "
+                            "arithmetic= or numbers=")
+        if Path(cfg.out).suffix != ".png" or cfg.mixing_rows < 1 or cfg.mixing_cols < 1:
+            raise UserError("sample: mixing=true writes a .png figure of at least one row and "
+                            f"one column; got out={cfg.out!r}, mixing_rows={cfg.mixing_rows}, "
+                            f"mixing_cols={cfg.mixing_cols}")
     if cfg.arithmetic is not None:
         if cfg.interpolate != "false":
             raise UserError("sample: choose arithmetic= or interpolate=, not both")
@@ -115,6 +135,13 @@ def check_family(family, cfg: SampleConfig) -> None:
         raise UserError(f"sample: {cfg.ckpt} is a CycleGAN, which translates images instead of "
                         "sampling them: python -m ganlab translate ckpt=... input=DIR out=DIR")
     require(family, Sampler, "sample: this model does not draw samples", cfg.ckpt)
+    if cfg.mixing:
+        require(family, StyleMixer, "sample: mixing=true needs a style-based generator "
+                "(model=stylegan)", cfg.ckpt)
+        if cfg.crossover is not None and not 1 <= cfg.crossover < family.num_styles:
+            raise UserError(f"sample: crossover={cfg.crossover}: this generator has "
+                            f"{family.num_styles} style layers, so the crossover must be in "
+                            f"1..{family.num_styles - 1}")
     classes = num_classes(family)
     if cfg.label is not None and classes == 0:
         raise UserError(f"sample: label={cfg.label} needs a conditional model; {cfg.ckpt} "
@@ -122,6 +149,16 @@ def check_family(family, cfg: SampleConfig) -> None:
     if cfg.label is not None and not 0 <= cfg.label < classes:
         raise UserError(f"sample: label={cfg.label} is not a class of this model "
                         f"(0..{classes - 1})")
+    if cfg.render != "shaded" and not isinstance(family, VolumeSampler):
+        raise UserError(f"sample: render={cfg.render} pictures 3-D shapes (model=gan3d); "
+                        f"{cfg.ckpt} draws images or points")
+    if isinstance(family, VolumeSampler):
+        from ganlab.voxel_render import check_style
+
+        check_style(cfg.render)
+        if cfg.arithmetic is not None or cfg.numbers:
+            raise UserError("sample: arithmetic= and numbers= need an image model; this one "
+                            "draws 3-D shapes")
     if family.spec.kind == "points" and (cfg.arithmetic is not None or cfg.numbers):
         raise UserError("sample: arithmetic= and numbers= need an image model; this one "
                         "draws 2-D points")
@@ -275,9 +312,14 @@ def write_arithmetic(result: Arithmetic, out: Path) -> None:
 
 
 def write_samples(family, fake: torch.Tensor, labels: torch.Tensor | None, nrow: int | None,
-                  out: Path, numbers: bool) -> None:
+                  out: Path, numbers: bool, render: str = "shaded") -> None:
     """Samples to out: .npz arrays (with `labels` for a conditional model), a .png grid (with
     each cell's index when numbers), or for 2-D toys a scatter plot over the real modes."""
+    if isinstance(family, VolumeSampler):  # .npz: `voxels`, uint8 0/1; .png: a rendering
+        from ganlab.voxel_render import write_volumes
+
+        write_volumes(family.to_uint8(fake), out, nrow, render)
+        return
     if family.spec.kind == "points":
         if out.suffix == ".npz":
             np.savez_compressed(out, points=fake.float().numpy())
@@ -312,6 +354,16 @@ def main(args: list[str]) -> None:
 def draw(family, cfg: SampleConfig) -> None:
     generator = torch.Generator().manual_seed(cfg.seed)
     out = Path(cfg.out)
+    if cfg.mixing:
+        from ganlab.families.stylegan import style_mixing_figure
+
+        crossover = family.default_crossover if cfg.crossover is None else cfg.crossover
+        z_cols = family.sample_noise(cfg.mixing_cols, generator)
+        z_rows = family.sample_noise(cfg.mixing_rows, generator)
+        save_png(style_mixing_figure(family, z_rows, z_cols, crossover), out)
+        print(f"wrote {out} (style mixing from step {family.step}: left column layers "
+              f"0..{crossover - 1}, top row layers {crossover}..{family.num_styles - 1})")
+        return
     if cfg.arithmetic is not None:
         result = latent_arithmetic(family, cfg, generator)
         write_arithmetic(result, out)
@@ -324,6 +376,6 @@ def draw(family, cfg: SampleConfig) -> None:
         fake, labels, nrow = interpolation_samples(family, cfg, generator)
     else:
         fake, labels, nrow = grid_samples(family, cfg, generator)
-    write_samples(family, fake, labels, nrow, out, cfg.numbers)
+    write_samples(family, fake, labels, nrow, out, cfg.numbers, cfg.render)
     psi = f", truncation {cfg.truncation:g}" if cfg.truncation != 1 else ""
     print(f"wrote {out} ({len(fake)} samples from step {family.step}{psi})")

@@ -4,7 +4,11 @@ Applies a trained CycleGAN or pix2pix generator to a folder of images (or one im
 each translation under the same file name in `out`; `sheet=FILE.png` also writes a side-by-side
 comparison (input | translation). Inputs are resized to the training size (as the test split
 is) unless `size=N` asks for another size the generator can take. pix2pix translates one way
-(AtoB: its input to its output); a colorize model reads each input as gray (BT.601 luma).
+(AtoB: its input to its output); a colorize model reads each input as gray (BT.601 luma). A
+SPADE model reads label maps (palette or gray PNGs of class indices, resized with nearest
+neighbours; ganlab.data.masks) and the sheet shows them in colour. srgan and srresnet read
+each input at 1/scale of the output size (a low-resolution image of that size as it is, a
+larger one shrunk bicubically with antialiasing) and write it upscaled.
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ PAIRS_PER_SHEET_ROW = 4
 
 @dataclass
 class TranslateConfig:
-    ckpt: str = MISSING  # a cyclegan or pix2pix checkpoint file or run dir
-    input: str = MISSING  # an image file or a folder of images
+    ckpt: str = MISSING  # a cyclegan, pix2pix or spade checkpoint file or run dir
+    input: str = MISSING  # an image file or a folder of images (spade: of label maps)
     out: str = MISSING  # folder for the translations (same file names as the inputs)
     direction: str = "AtoB"  # AtoB | BtoA (pix2pix: AtoB only)
     size: int | None = None  # translate at this square size; default: the training size
@@ -96,7 +100,8 @@ def main(args: list[str]) -> None:
     cfg = parse(args)
     flush_denormals()  # as in training: denormals slow CPU inference up to 100x
     family = load_checkpoint(cfg.ckpt, cfg.device)
-    require(family, Translator, "translate needs a cyclegan or pix2pix checkpoint", cfg.ckpt)
+    require(family, Translator, "translate needs a cyclegan, pix2pix, spade, srgan or srresnet "
+            "checkpoint", cfg.ckpt)
     check_direction(family, cfg.direction)
     folder, names = inputs(Path(cfg.input).expanduser())
     out = Path(cfg.out).expanduser()
@@ -111,7 +116,9 @@ def main(args: list[str]) -> None:
     for start in range(0, len(names), cfg.batch_size):
         batch_names, arrays = [], []
         for name in names[start : start + cfg.batch_size]:
-            array = decode(folder / name, size, channels=channels, resample=Image.BICUBIC)
+            # a family with inputs of its own kind reads them (SPADE: label maps)
+            array = (family.read_input(folder / name, size) if hasattr(family, "read_input")
+                     else decode(folder / name, size, channels=channels, resample=Image.BICUBIC))
             if array is None:
                 skipped.append(name)
                 continue
@@ -125,6 +132,8 @@ def main(args: list[str]) -> None:
             write_image(image, out / name)
         written += len(batch_names)
         room = cfg.sheet_max - len(shown) // 2
+        if hasattr(family, "show_input"):  # label maps: in colour
+            real = family.show_input(real)
         # gray inputs (colorize) beside colour outputs: repeated to the outputs' channels
         real = real.expand(-1, fake.shape[1], -1, -1) if real.shape[1] == 1 else real
         for pair in zip(real[:room], fake[:room], strict=True):

@@ -99,6 +99,14 @@ MODELS: dict[str, list[str]] = {
     "vqvae": ["dataset=synthetic", "model=vqvae"],
     "pix2pix": ["dataset=synthetic", "dataset.image_size=32", "dataset.channels=3",
                 "model=pix2pix", "model.task=colorize"],
+    "srresnet": ["dataset=mnist", "dataset.source=bundled", "model=srresnet"],
+    "srgan": ["dataset=mnist", "dataset.source=bundled", "model=srgan"],
+    "spade": ["dataset=masks", "dataset.image_size=64", "model=spade"],
+    "gan3d": ["dataset=voxels", "model=gan3d"],  # 32^3, procedural shapes made in memory
+    "biggan": ["dataset=synthetic", "dataset.image_size=32", "model=biggan"],
+    "stylegan": ["dataset=synthetic", "dataset.image_size=32", "model=stylegan",
+                 "model.pl_weight=2"],  # R1 and path-length double backward
+    "worldmodel": ["model=worldmodel", "dataset.episodes=20", "model.features=16"],
 }
 # --quick: narrow networks and tiny data on top (the CPU's few seconds)
 QUICK_MODELS: dict[str, list[str]] = {
@@ -115,6 +123,16 @@ QUICK_MODELS: dict[str, list[str]] = {
     "vqvae": ["model.hidden=16", "model.residual_hidden=8", "model.codebook_size=32",
               "model.embedding_dim=8", "model.prior_channels=8", "model.prior_layers=2"],
     "pix2pix": ["model.g_features=8", "model.d_features=8"],
+    "srresnet": ["model.blocks=2", "model.g_features=8"],
+    "srgan": ["model.blocks=2", "model.g_features=8", "model.d_features=8"],
+    "spade": ["dataset.image_size=32", "dataset.n_test=8", "model.g_features=4",
+              "model.d_features=8", "model.spade_hidden=16"],
+    "gan3d": ["dataset.size=16", "dataset.n_samples=256", "dataset.n_test=32",
+              "model.g_features=8", "model.d_features=8"],
+    "biggan": ["model.g_ch=4", "model.d_ch=4", "model.latent_dim=32", "model.shared_dim=16"],
+    "stylegan": ["model.channel_base=64", "model.channel_max=16", "model.latent_dim=16",
+                 "model.w_dim=16", "model.mapping_layers=2"],
+    "worldmodel": ["dataset.episodes=4", "dataset.size=32", "model.features=4"],
 }
 # trainer.compile=true (with bf16) for one or two models of each family (gan, progan,
 # cyclegan, pix2pix, ae, vae, vqvae, classifier): compiling costs tens of seconds a network

@@ -74,7 +74,7 @@ def test_every_defence_trains_on_its_own_objective(defence_sweep):
 
 @pytest.mark.parametrize(("args", "fragment"), [
     (["model=lenet", "loss=wgan_gp"],
-     "loss= applies to model=cgan,dcgan,mlp_gan,progan, not to model=lenet"),
+     "loss= applies to model=biggan,cgan,dcgan,gan3d,mlp_gan,progan, not to model=lenet"),
     (["model=dcgan", "defense=fgsm"], "defense= applies to model=lenet,mlp,softmax"),
     (["model=lenet", "dataset=ring"], "classifies images"),
     (["model=lenet", "defense=pgdd"], "unknown defense 'pgdd'"),

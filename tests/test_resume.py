@@ -59,6 +59,26 @@ TINY_MODELS = {
     "cyclegan": ["dataset=red2blue", "dataset.n_samples=8", "dataset.n_test=4",
                  "dataset.image_size=16", "trainer.batch_size=2", "model.g_features=2",
                  "model.d_features=4", "model.d_layers=2"],
+    "srgan": [*SYNTHETIC, "dataset.image_size=16", "model.blocks=1", "model.g_features=4",
+              "model.d_features=4", "model.content_weight=0", "model.mse_weight=1"],
+    "srresnet": [*SYNTHETIC, "dataset.image_size=16", "model.blocks=1", "model.g_features=4",
+                 "model.scale=2"],
+    "spade": ["dataset=masks", "dataset.n_samples=16", "dataset.n_test=4",
+              "dataset.image_size=32", "trainer.batch_size=4", "model.g_features=2",
+              "model.d_features=4", "model.spade_hidden=4"],
+    "gan3d": ["dataset=voxels", "dataset.size=8", "dataset.n_samples=40", "dataset.n_test=8",
+              "trainer.batch_size=8", "model.g_features=4", "model.d_features=4",
+              "model.latent_dim=8"],
+    "biggan": [*SYNTHETIC, "dataset.image_size=16", "model.g_ch=2", "model.d_ch=2",
+               "model.latent_dim=6", "model.shared_dim=4", "model.attention=8", "model.ema=0.9",
+               "model.ema_start=5"],
+    # the halfway checkpoint is not on an R1 step: the lazy phase is state
+    "stylegan": [*SYNTHETIC, "dataset.image_size=16", "model.latent_dim=8", "model.w_dim=8",
+                 "model.mapping_layers=2", "model.channel_base=32", "model.channel_max=8",
+                 "model.r1_interval=4", "model.pl_weight=2", "model.pl_interval=2"],
+    # stage V (M and C need earlier runs: resumed in tests/test_worldmodel.py)
+    "worldmodel": ["dataset.episodes=4", "dataset.size=32", "dataset.max_steps=30",
+                   "trainer.batch_size=8", "model.features=4", "model.latent_dim=4"],
 }
 # beside every model with its defaults: the options that keep state or draw random numbers
 VARIANTS = {

@@ -6,7 +6,6 @@ one test trains a tiny DCGAN and runs the real CLI."""
 from __future__ import annotations
 
 import contextlib
-
 import json
 from pathlib import Path
 from types import SimpleNamespace

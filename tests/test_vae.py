@@ -166,8 +166,8 @@ def test_latent_and_vae_bad_input(digits_vae, workdir, capsys):
                      "needs an autoencoder or VAE")
     for args, fragment in [
         (["model=ae", "model.beta=4"], "model.beta is not a setting of model=ae"),
-        (["model=vae", "loss=wgan"], "loss= applies to model=cgan,dcgan,mlp_gan,progan, "
-                                     "not to model=vae"),
+        (["model=vae", "loss=wgan"],
+         "loss= applies to model=biggan,cgan,dcgan,gan3d,mlp_gan,progan, not to model=vae"),
         (["model=vae", "model.beta=-1"], "model.beta=-1"),
         (["model=vae", "model.likelihood=poisson"], "likelihood"),
         (["model=dcgan", "model.beta=2"], "model.beta is not a setting of model=dcgan"),

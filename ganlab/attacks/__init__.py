@@ -32,7 +32,9 @@ from ganlab.attacks.library import (
     library_rules,
     worst_case,
 )
+from ganlab.attacks.physical import eot, place_patch, train_patch
 
 __all__ = ["apgd", "attack_by_name", "autoattack", "autoattack_components", "cw_l2",
-           "deepfool", "eval_mode", "fgsm", "ifgsm", "input_gradient", "jsma", "lbfgs",
-           "library_rules", "logits_jacobian", "pgd", "pick_targets", "worst_case"]
+           "deepfool", "eot", "eval_mode", "fgsm", "ifgsm", "input_gradient", "jsma", "lbfgs",
+           "library_rules", "logits_jacobian", "pgd", "pick_targets", "place_patch",
+           "train_patch", "worst_case"]

@@ -16,6 +16,7 @@ from ganlab.data.base import (
 from ganlab.data.paired import PAIRED_BUILDERS
 from ganlab.data.toy import mode_centres
 from ganlab.data.unpaired import UNPAIRED_BUILDERS
+from ganlab.data.voxels import VOXEL_BUILDERS
 
 __all__ = ["DATASETS", "Batches", "DataSpec", "InMemoryDataset", "build_dataset", "mode_centres"]
 
@@ -34,6 +35,11 @@ def is_unpaired(cfg_dataset) -> bool:
 def is_paired(cfg_dataset) -> bool:
     """Whether the dataset holds (A, B) image pairs (pix2pix's data)."""
     return dataset_builder(cfg_dataset) in PAIRED_BUILDERS
+
+
+def is_voxels(cfg_dataset) -> bool:
+    """Whether the dataset holds 3-D voxel grids (3D-GAN's data)."""
+    return dataset_builder(cfg_dataset) in VOXEL_BUILDERS
 
 
 def build_dataset(cfg_dataset, data_dir: str | Path, seed: int, heldout: bool = False,

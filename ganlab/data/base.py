@@ -15,8 +15,10 @@ class DataSpec:
     """What a model needs to know about the data, stored in checkpoints to rebuild the model."""
 
     name: str
-    kind: str  # "image" (uint8 N,C,H,W in 0..255) or "points" (float32 N,D)
-    shape: tuple[int, ...]  # per-example shape: (C, H, W) or (D,)
+    # "image" (uint8 N,C,H,W in 0..255), "points" (float32 N,D) or "voxels" (uint8 N,1,X,Y,Z
+    # of 0/1 occupancy, y up); "unpaired" and "paired" for two-domain data
+    kind: str
+    shape: tuple[int, ...]  # per-example shape: (C, H, W), (D,) or (1, X, Y, Z)
     num_classes: int = 0  # 0 when unlabelled
     modes: tuple[tuple[float, ...], ...] | None = None  # toys: the mode centres
     mode_std: float = 0.0  # toys: the std of each mode

@@ -15,7 +15,13 @@ horizontal flip with probability 1/2, drawn on the device from a generator of it
 held-out pairs are test/ (testA/ testB/), else val/, else a fixed random 10% of train/.
 
 Tasks (`model.task` of pix2pix) turn an ordinary image dataset into pairs on the fly:
-`colorize` pairs the BT.601 luma of each RGB image (the input) with the image (the target).
+`colorize` pairs the BT.601 luma of each RGB image (the input) with the image (the target);
+`super_resolution` pairs each image's antialiased bicubic downsample by `model.scale` (2 or 4:
+28-px digits -> 7 px at 4) with the image; `inpaint` pairs each image with a square hole of
+side `model.mask_size` x the image side (filled with mid-gray, 128) with the image, the hole at
+a random place per image and per step in training (`model.mask_place=random`, the default) or
+in the centre (`center`, Pathak et al.'s context encoder); the held-out images' holes are drawn
+once from a fixed seed, so each keeps its own hole at every evaluation.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from ganlab.images import resize_uint8
 
 log = logging.getLogger("ganlab")
 
-PAIRED_BUILDERS = ("paired",)  # the DATASETS entries that hold (A, B) pairs
+PAIRED_BUILDERS = ("paired", "masks")  # the DATASETS entries that hold (A, B) pairs
 LOAD_SCALE = 286 / 256  # the reference's load size over its crop size
 SPLITS = ("train", "val", "test")
 HELDOUT_SPLITS = ("test", "val")  # the first one present is the held-out split
@@ -69,6 +75,80 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 class PairedTask(str, Enum):
     paired = "paired"  # the dataset holds (A, B) pairs (dataset=paired, dataset=facades)
     colorize = "colorize"  # the luma of an RGB image -> the image
+    super_resolution = "super_resolution"  # its bicubic downsample by model.scale -> the image
+    inpaint = "inpaint"  # the image with a gray square hole -> the image
+
+
+# the tasks made from an image dataset (all but paired)
+IMAGE_TASKS = ("colorize", "super_resolution", "inpaint")
+MASK_FILL = 128  # the hole's value in uint8: 0 in the generators' [-1, 1]
+MASK_SEED = 2016  # the held-out images' holes (Pathak et al.'s year): the same every time
+
+
+def check_scale_divides(size: int, scale: int, dataset: str) -> None:
+    """Super-resolution needs image sides that the scale divides (28 px: 2 or 4, not 8)."""
+    if size % scale:
+        raise UserError(f"model.scale={scale} does not divide dataset.image_size={size} of "
+                        f"dataset={dataset}: the low-resolution input would not be a whole "
+                        f"number of pixels (set dataset.image_size to a multiple of {scale})")
+
+
+def downsample(images: torch.Tensor, scale: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> uint8 (N, C, H/scale, W/scale): bicubic with antialiasing (the
+    kernel widened by the scale, as PIL's and MATLAB's imresize downsample), rounded."""
+    x = images.float()
+    size = (images.shape[-2] // scale, images.shape[-1] // scale)
+    small = torch.nn.functional.interpolate(x, size=size, mode="bicubic", antialias=True,
+                                            align_corners=False)
+    return small.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def upsample(images: torch.Tensor, scale: int) -> torch.Tensor:
+    """uint8 images enlarged `scale` times by bicubic interpolation: the baseline of
+    super-resolution, and pix2pix's input for it (its U-Net maps images to the same size)."""
+    big = torch.nn.functional.interpolate(images.float(), scale_factor=scale, mode="bicubic",
+                                          align_corners=False)
+    return big.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def square_masks(n: int, size: int, fraction: float, place: str, device: torch.device,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """bool (n, 1, size, size), True inside each image's square hole of side
+    round(fraction x size) (at least 1 px): in the centre, or at a random place drawn from
+    `generator` (None: the global RNG, which checkpoints restore)."""
+    side = max(1, round(fraction * size))
+    if place == "center":
+        corners = torch.full((n, 2), (size - side) // 2, device=device)
+    else:
+        corners = torch.randint(0, size - side + 1, (n, 2), generator=generator,
+                                device="cpu" if generator is not None else device).to(device)
+    span = torch.arange(size, device=device)
+    rows = (span >= corners[:, :1]) & (span < corners[:, :1] + side)  # (n, size)
+    cols = (span >= corners[:, 1:]) & (span < corners[:, 1:] + side)
+    return (rows[:, :, None] & cols[:, None, :]).unsqueeze(1)
+
+
+def with_holes(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """uint8 images with their masked pixels set to mid-gray (every channel)."""
+    return images.masked_fill(masks, MASK_FILL)
+
+
+def task_inputs(task: str, images: torch.Tensor, c, masks: torch.Tensor | None = None
+                ) -> torch.Tensor:
+    """pix2pix's uint8 inputs for uint8 target images under an image task (model config `c`:
+    scale, mask_size, mask_place). For super_resolution the low-resolution image is enlarged
+    back bicubically, since the U-Net maps images to images of the same size; for inpaint the
+    holes are `masks`, else drawn (the global RNG) as c.mask_place says."""
+    if task == PairedTask.colorize.value:
+        return luma(images)
+    if task == PairedTask.super_resolution.value:
+        return upsample(downsample(images, int(c.scale)), int(c.scale))
+    if task == PairedTask.inpaint.value:
+        if masks is None:
+            masks = square_masks(len(images), images.shape[-1], float(c.mask_size),
+                                 str(c.mask_place), images.device)
+        return with_holes(images, masks)
+    raise ValueError(f"{task} is not an image task")
 
 
 def task_input_channels(task: str, channels: int) -> int:
@@ -199,6 +279,11 @@ class PairedDatasetConfig:
     flip: bool = True  # random horizontal flips (the same for both images of a pair)
     max_images: int | None = ranged(None, "[1, inf)")  # the first N pairs of each split
     cache: bool = True  # keep the decoded uint8 pairs in one file beside the data
+    # K: the input side holds label maps of K classes (model=spade): palette PNGs or gray
+    # values 0..K-1 (ganlab.data.masks); null: images
+    label_classes: int | None = ranged(None, "[1, 256]")
+    # colour-coded maps: class k's [R, G, B], K of them; each pixel takes the nearest colour
+    label_colors: list[list[int]] | None = None
 
 
 def _shown(names: list[str]) -> str:
@@ -342,6 +427,12 @@ def _read_split(root: Path, layout: str, split: str, size: int, cfg,
         if not ok.any():
             raise UserError(f"none of the {len(pairs):,} pairs in {root}/{split}A/ and "
                             f"{split}B/ has both images readable")
+    if cfg.get("label_classes"):  # the input side: class indices, read as ganlab.data.masks says
+        from ganlab.data.masks import read_label_side
+
+        labels, ok_labels = read_label_side(root, layout, split, size, cfg, pairs)
+        a, b = (labels, b) if cfg.direction == "AtoB" else (a, labels)
+        ok = ok & ok_labels
     return a[ok].contiguous(), b[ok].contiguous(), len(pairs) - int(ok.sum())
 
 
@@ -363,6 +454,10 @@ def _listing(root: Path, layout: str, max_images: int | None) -> dict[str, list[
 
 def _cache_path(cfg, root: Path, layout: str, loaded: int) -> Path:
     first = f"_first{cfg.max_images}" if cfg.max_images is not None else ""
+    first += f"_labels{cfg.label_classes}{cfg.direction}" if cfg.get("label_classes") else ""
+    if cfg.get("label_colors"):  # another table, another reading: a cache of its own
+        table = hashlib.sha1(str([list(c) for c in cfg.label_colors]).encode()).hexdigest()
+        first += f"_colors{table[:8]}"
     return (root / "cache"
             / f"paired_{layout}_{loaded}px_{cfg.image_size}px_{cfg.channels}ch{first}.pt")
 
@@ -398,16 +493,21 @@ def read_pairs(cfg, root: Path, layout: str, loaded: int) -> dict:
     return blob
 
 
-def hold_out(a: torch.Tensor, b: torch.Tensor, size: int):
-    """A fixed random 10% of the training pairs for testing (resized to the training size),
-    and the rest for training: (train_a, train_b, test_a, test_b)."""
+def hold_out(a: torch.Tensor, b: torch.Tensor, size: int, labels: str | None = None):
+    """A fixed random 10% of the training pairs for testing (resized to the training size;
+    the `labels` side, "A" or "B", with nearest neighbours), and the rest for training:
+    (train_a, train_b, test_a, test_b)."""
+    from ganlab.data.masks import resize_labels
+
     n_held = max(1, round(len(a) * HELDOUT_FRACTION))
     if n_held >= len(a):
         raise UserError(f"{len(a)} training pair(s) are too few to hold any out for testing; "
                         "add more, or a test/ (or testA/ and testB/) split")
     order = torch.randperm(len(a), generator=torch.Generator().manual_seed(HELDOUT_SEED))
     keep, held = order[n_held:].sort().values, order[:n_held]
-    return a[keep], b[keep], resize_uint8(a[held], size), resize_uint8(b[held], size)
+    resize_a = resize_labels if labels == "A" else resize_uint8
+    resize_b = resize_labels if labels == "B" else resize_uint8
+    return a[keep], b[keep], resize_a(a[held], size), resize_b(b[held], size)
 
 
 @DATASETS.register("paired", PairedDatasetConfig)
@@ -425,12 +525,15 @@ def build_paired(cfg, data_dir: Path, seed: int) -> PairedDataset:
         test_a, test_b = blob[f"{held}_a"], blob[f"{held}_b"]
         test_from = f"{root}/{held}{'/' if layout == 'aligned' else 'A, B'}"
     else:
-        a, b, test_a, test_b = hold_out(a, b, size)
+        a, b, test_a, test_b = hold_out(a, b, size, labels=(
+            ("A" if cfg.direction == "AtoB" else "B") if cfg.get("label_classes") else None))
         test_from = (f"a fixed random {HELDOUT_FRACTION:.0%} of the training pairs (no test/ "
                      f"or val/ in {root})")
     if cfg.direction == "BtoA":
         a, b, test_a, test_b = b, a, test_b, test_a
-    spec = DataSpec(cfg.name, kind="paired", shape=(cfg.channels, size, size))
+    # num_classes: the input side's label classes (0: images)
+    spec = DataSpec(cfg.name, kind="paired", shape=(cfg.channels, size, size),
+                    num_classes=int(cfg.get("label_classes") or 0))
     how = ("A|B side by side" if layout == "aligned" else "trainA/ and trainB/ by file name")
     source = (f"{cfg.name}: {len(a):,} training pairs ({how}, {cfg.direction}) from {root}, "
               f"loaded at {loaded} px, random {size}-px crops"

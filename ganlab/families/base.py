@@ -29,6 +29,8 @@ class Family:
     # whether the family trains on (input, target) image pairs (pix2pix); its check_config
     # says which other datasets it can make pairs from
     paired: ClassVar[bool] = False
+    # whether the family trains on 3-D voxel grids (gan3d) instead of images or points
+    voxels: ClassVar[bool] = False
     # set by the loop before each train_step: whether it will read this step's numbers; a
     # family may skip diagnostics (grad norms, mean D outputs) when False, but never losses
     diagnostics: bool = True
@@ -138,13 +140,13 @@ class Family:
 def check_family_data(cfg) -> None:
     """A two-domain dataset needs a two-domain family and the other way round, and a paired
     dataset a paired family; said before any data is read or downloaded."""
-    from ganlab.data import is_paired, is_unpaired
+    from ganlab.data import is_paired, is_unpaired, is_voxels
 
     unpaired = is_unpaired(cfg.dataset)
     if is_paired(cfg.dataset) and not FAMILIES.get(cfg.model.family).paired:
         raise UserError(f"dataset={cfg.dataset.name} holds (input, target) image pairs, for "
-                        f"model=pix2pix; model={cfg.model.name} ({cfg.model.family} family) "
-                        "does not train on pairs")
+                        f"model=pix2pix (label maps: model=spade); model={cfg.model.name} "
+                        f"({cfg.model.family} family) does not train on pairs")
     if FAMILIES.get(cfg.model.family).unpaired and not unpaired:
         raise UserError(f"model={cfg.model.name} translates between two unpaired image domains; "
                         f"dataset={cfg.dataset.name} is a single dataset (use dataset=horse2zebra, "
@@ -154,4 +156,11 @@ def check_family_data(cfg) -> None:
         raise UserError(f"dataset={cfg.dataset.name} holds two unpaired image domains, for "
                         f"model=cyclegan; model={cfg.model.name} ({cfg.model.family} family) "
                         "trains on a single dataset")
+    if is_voxels(cfg.dataset) != FAMILIES.get(cfg.model.family).voxels:
+        raise UserError(f"dataset={cfg.dataset.name} holds 3-D voxel grids, for model=gan3d; "
+                        f"model={cfg.model.name} trains on images or points"
+                        if is_voxels(cfg.dataset) else
+                        f"model={cfg.model.name} trains on 3-D voxel grids; dataset="
+                        f"{cfg.dataset.name} holds images or points: use dataset=voxels "
+                        "(procedural shapes, or dataset.path=<a folder of .npy / .binvox grids>)")
     FAMILIES.get(cfg.model.family).check_config(cfg)

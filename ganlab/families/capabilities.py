@@ -47,6 +47,29 @@ class TruncatedSampler(Sampler, Protocol):
 
 
 @runtime_checkable
+class StyleMixer(Sampler, Protocol):
+    """A style-based sampler (StyleGAN): its `num_styles` layers each take a w, and
+    mix(z_coarse, z_fine, crossover) draws images whose layers 0..crossover-1 take
+    z_coarse's w and the rest z_fine's: `sample mixing=true`."""
+
+    num_styles: int
+    default_crossover: int
+
+    def mix(self, z_coarse: torch.Tensor, z_fine: torch.Tensor,
+            crossover: int) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class VolumeSampler(Sampler, Protocol):
+    """A sampler of 3-D shapes (gan3d): to_uint8 gives 0/1 occupancy grids (N, 1, X, Y, Z),
+    y up, and render(voxels, nrow, style) pictures them as one uint8 (3, H, W) image (style:
+    shaded, views or mesh). `sample` writes their .npz key `voxels` and renders its .png."""
+
+    def render(self, voxels: torch.Tensor, nrow: int | None = None,
+               style: str = "shaded") -> torch.Tensor: ...
+
+
+@runtime_checkable
 class Translator(Protocol):
     """Maps uint8 images of one domain to the other: `translate`."""
 

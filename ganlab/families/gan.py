@@ -137,12 +137,15 @@ def make_optimizer(params, cfg_gan, lr: float) -> torch.optim.Optimizer:
 
 def add_spectral_norm(module: nn.Module) -> None:
     """Miyato et al.: every conv and linear layer's weight divided by its largest singular
-    value (one power iteration per forward)."""
+    value (one power iteration per forward). Layers a builder already normalised (biggan's)
+    are left as they are."""
+    from torch.nn.utils import parametrize
     from torch.nn.utils.parametrizations import spectral_norm
 
     for name, child in list(module.named_children()):
-        if isinstance(child, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)):
-            setattr(module, name, spectral_norm(child))
+        if isinstance(child, (nn.Conv2d, nn.Conv3d, nn.Linear, nn.ConvTranspose2d)):
+            if not parametrize.is_parametrized(child, "weight"):
+                setattr(module, name, spectral_norm(child))
         else:
             add_spectral_norm(child)
 
@@ -331,12 +334,13 @@ class GanFamily(Family):
             gp = gradient_penalty(critic, real, fake)
             loss = loss + self.gp_weight * gp
             out["loss/gp"] = gp
-        self.opt_d.zero_grad(set_to_none=True)
-        self.amp.backward(loss)
-        if self.diagnostics:
-            self.amp.unscale(self.opt_d)
-            out["grad_norm/D"] = total_grad_norm(self.D)
-        self.amp.step(self.opt_d)
+        if self.d_should_step(d_real, d_fake):  # 3D-GAN rests D while it is far ahead
+            self.opt_d.zero_grad(set_to_none=True)
+            self.amp.backward(loss)
+            if self.diagnostics:
+                self.amp.unscale(self.opt_d)
+                out["grad_norm/D"] = total_grad_norm(self.D)
+            self.amp.step(self.opt_d)
         if self.clip_value:
             with torch.no_grad():
                 for p in self.D.parameters():
@@ -384,6 +388,11 @@ class GanFamily(Family):
         if self.G_ema is not None:
             ema_update(self.G_ema, self.G, self.ema_decay)
         return out
+
+    def d_should_step(self, d_real: torch.Tensor, d_fake: torch.Tensor) -> bool:
+        """Whether D's optimiser steps on this batch, given its scores (a subclass may rest
+        D: 3D-GAN's accuracy threshold); always, here."""
+        return True
 
     def d_regulariser(self, d_real: torch.Tensor) -> torch.Tensor | None:
         """An extra term of D's loss from its scores on real data (a subclass's drift

@@ -18,7 +18,10 @@ running statistics are left untouched and the dropout masks come from a fixed se
 same input gives the same output every time and measuring never moves training.
 `model.test_mode=eval` uses the running statistics and no dropout instead (the reference's
 --eval). The data come as pairs (dataset=paired, dataset=facades), or from a task that makes
-pairs from any image dataset: model.task=colorize (the BT.601 luma of an RGB image -> the image).
+pairs from any image dataset: model.task=colorize (the BT.601 luma of an RGB image -> the image),
+super_resolution (its bicubic downsample, enlarged back bicubically to the full size, since the
+U-Net maps an image to one of the same size -> the image) or inpaint (the image with a gray
+square hole -> the image); see ganlab.data.paired.
 """
 
 from __future__ import annotations
@@ -32,18 +35,23 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from ganlab.config import ranged, schema
+from ganlab.config import one_of, ranged, schema
 from ganlab.data.base import DataSpec
 from ganlab.data.paired import (
+    IMAGE_TASKS,
+    MASK_SEED,
     PairedTask,
     check_colorize_channels,
-    luma,
+    check_scale_divides,
+    square_masks,
     task_input_channels,
+    task_inputs,
 )
 from ganlab.errors import UserError
 from ganlab.families.base import FAMILIES, Family
 from ganlab.families.cyclegan import CycleganLoss, CycleganNorm
-from ganlab.images import SYMMETRIC, UNIT, make_grid, to_float, to_uint8
+from ganlab.images import SYMMETRIC, make_grid, to_float, to_uint8
+from ganlab.metrics.fidelity import fidelity
 from ganlab.models import MODELS
 from ganlab.models.cyclegan import check_pix2pix_size
 from ganlab.optim import adam
@@ -67,8 +75,12 @@ class Pix2pixConfig:
     name: str = "pix2pix"
     family: str = "pix2pix"
     # paired: the dataset holds (input, target) pairs; colorize: the luma of any RGB image
-    # dataset is the input and the image the target
+    # dataset is the input and the image the target; super_resolution: its bicubic downsample
+    # by `scale` (enlarged back to full size); inpaint: the image with a square hole
     task: PairedTask = PairedTask.paired
+    scale: int = ranged(4, "[2, 8]")  # super_resolution: the downsampling factor
+    mask_size: float = ranged(0.5, "(0, 1)")  # inpaint: the hole's side over the image's
+    mask_place: str = one_of("random", "random", "center")  # inpaint: where the hole is
     g_features: int = ranged(64, "[1, inf)")  # width of the U-Net's outermost level
     d_features: int = ranged(64, "[1, inf)")  # width of the PatchGAN's first layer
     d_layers: int = ranged(3, "[1, inf)")  # stride-2 PatchGAN layers: 3 gives 70x70 patches
@@ -106,11 +118,13 @@ class Pix2pix(Family):
         if self.task == PairedTask.paired.value and spec.kind != "paired":
             raise UserError(f"model=pix2pix translates image pairs; dataset {spec.name!r} holds "
                             f"{spec.kind} data (use model.task=colorize on an RGB dataset)")
+        if self.task in IMAGE_TASKS and spec.kind != "image":
+            raise UserError(f"model.task={self.task} needs an image dataset; dataset "
+                            f"{spec.name!r} holds {spec.kind} data")
         if self.task == PairedTask.colorize.value:
-            if spec.kind != "image":
-                raise UserError(f"model.task=colorize needs an image dataset; dataset "
-                                f"{spec.name!r} holds {spec.kind} data")
             check_colorize_channels(spec.shape[0], spec.name)
+        if self.task == PairedTask.super_resolution.value:
+            check_scale_divides(spec.shape[-1], int(c.scale), spec.name)
         self.cfg, self.spec, self.device = cfg, spec, device
         self.input_channels = task_input_channels(self.task, spec.shape[0])
         nets = MODELS.get(c.name)(c, spec)
@@ -134,20 +148,26 @@ class Pix2pix(Family):
     @classmethod
     def check_config(cls, cfg) -> None:
         from ganlab.data import is_paired
+        from ganlab.data.masks import label_classes
 
         c, dataset = cfg.model, cfg.dataset
+        if label_classes(dataset):
+            raise UserError(f"dataset={dataset.name} holds label maps (class indices) as its "
+                            "inputs, for model=spade; pix2pix translates images (unset "
+                            "dataset.label_classes to read the A side as an image)")
         if c.task == PairedTask.paired and not is_paired(dataset):
             raise UserError(f"model=pix2pix translates image pairs; dataset={dataset.name} is "
                             "not paired: use dataset=paired dataset.name=<a folder with train/ "
                             "(A|B side by side) or trainA/ and trainB/>, dataset=facades, or "
                             "model.task=colorize on an RGB image dataset")
-        if c.task == PairedTask.colorize:
-            if is_paired(dataset):
-                raise UserError(f"model.task=colorize makes its pairs from an RGB image "
-                                f"dataset; dataset={dataset.name} holds pairs already (use "
-                                "model.task=paired)")
-            if "channels" in dataset:
-                check_colorize_channels(int(dataset.channels), dataset.name)
+        if c.task.value in IMAGE_TASKS and is_paired(dataset):
+            raise UserError(f"model.task={c.task.value} makes its pairs from an image "
+                            f"dataset; dataset={dataset.name} holds pairs already (use "
+                            "model.task=paired)")
+        if c.task == PairedTask.colorize and "channels" in dataset:
+            check_colorize_channels(int(dataset.channels), dataset.name)
+        if c.task == PairedTask.super_resolution and "image_size" in dataset:
+            check_scale_divides(int(dataset.image_size), int(c.scale), dataset.name)
         if "image_size" in dataset:
             check_pix2pix_size(int(dataset.image_size), int(c.d_layers))
 
@@ -163,16 +183,23 @@ class Pix2pix(Family):
 
     def pairs(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 (input, target) images from a batch of the dataset: a (a, b) pair of batches,
-        or for colorize an (images, labels) batch whose luma is the input."""
-        if self.task == PairedTask.colorize.value:
+        or for an image task an (images, labels) batch the input is made from."""
+        if self.task in IMAGE_TASKS:
             images = batch[0]
-            return luma(images), images
+            return task_inputs(self.task, images, self.cfg.model), images
         return batch[0], batch[1]
 
     def use_heldout(self, data) -> None:
         self.heldout = data
-        if self.task == PairedTask.colorize.value:
-            self.test_a, self.test_b = luma(data.x), data.x
+        if self.task in IMAGE_TASKS:
+            masks = None
+            if self.task == PairedTask.inpaint.value:  # each held-out image keeps its hole
+                c = self.cfg.model
+                masks = square_masks(len(data.x), data.x.shape[-1], float(c.mask_size),
+                                     str(c.mask_place), data.x.device,
+                                     torch.Generator().manual_seed(MASK_SEED))
+            self.test_a, self.test_b = task_inputs(self.task, data.x, self.cfg.model,
+                                                   masks), data.x
         else:
             self.test_a, self.test_b = data.a, data.b
         self._baseline = None
@@ -273,32 +300,22 @@ class Pix2pix(Family):
 
     # --- metrics -------------------------------------------------------------------------
 
-    @staticmethod
-    def quality(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        """Mean per-image L1 (in [-1, 1] units, as the training loss), PSNR (dB) and SSIM
-        (Gaussian window 11, sigma 1.5) of uint8 outputs against uint8 targets."""
-        from torchmetrics.functional.image import (
-            peak_signal_noise_ratio,
-            structural_similarity_index_measure,
-        )
-
-        x, y = to_float(outputs, UNIT).float(), to_float(targets, UNIT).float()
-        l1 = 2 * (x - y).abs().mean(dim=(1, 2, 3))
-        psnr = peak_signal_noise_ratio(x, y, data_range=1.0, reduction="none", dim=(1, 2, 3))
-        ssim = structural_similarity_index_measure(x, y, data_range=1.0, reduction="none")
-        return {"l1": float(l1.mean()), "psnr": float(psnr.mean()), "ssim": float(ssim.mean())}
+    # mean per-image L1 (in [-1, 1] units, as the training loss), PSNR and SSIM of uint8
+    # outputs against uint8 targets (shared with super-resolution: ganlab.metrics.fidelity)
+    quality = staticmethod(fidelity)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """L1, PSNR and SSIM of G's outputs on the held-out pairs (the first eval.n_samples of
-        them); for colorize also the same numbers for the gray input itself as the
-        answer (baseline_*), the trivial model to beat."""
+        them); for an image task also the same numbers for the input itself as the answer
+        (baseline_*: the gray image, the bicubic enlargement, the image with its hole), the
+        trivial model to beat."""
         if self.test_a is None or self.test_b is None:
             return {}
         n = min(len(self.test_a), self.cfg.eval.n_samples)
         a, b = self.test_a[:n], self.test_b[:n]
         metrics = self.quality(self._outputs(a), b)
-        if self.task == PairedTask.colorize.value:
+        if self.task in IMAGE_TASKS:
             if self._baseline is None:
                 baseline = self.quality(self._rgb(a, b.shape[1]), b)
                 self._baseline = {f"baseline_{k}": v for k, v in baseline.items()}

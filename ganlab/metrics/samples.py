@@ -125,6 +125,12 @@ class SampleMetrics:
                 return self._modes(family.generate(z).float().cpu())
         if self.heldout is None:
             return {}
+        if self.spec.kind == "voxels":  # 3-D shapes: IoU and occupancy, no image metrics
+            from ganlab.metrics.voxels import shape_metrics
+
+            fakes = draw_images(family, self.n_samples, self.seed)
+            return shape_metrics(fakes, self.heldout.x, self.progress, self.heldout.y,
+                                 self.spec.class_names)
         from ganlab.metrics.sharpness import sharpness_ratio
 
         fakes, labels = draw_labelled_images(family, self.n_samples, self.seed)
