@@ -516,7 +516,7 @@ def test_no_heldout_means_no_metrics() -> None:
 @pytest.mark.parametrize(("overrides", "message"), [
     (["model=lenet", "loss=wgan_gp"],
      "loss= applies to model=biggan,cgan,dcgan,gan3d,mlp_gan,progan, not to model=lenet"),
-    (["model=softmax", "loss.gp_weight=5"], "loss.gp_weight applies to model=cgan,dcgan"),
+    (["model=softmax", "loss.gp_weight=5"], "loss.gp_weight applies to model=biggan,cgan,dcgan"),
     (["model=mlp", "model.d_steps=2"], "model.d_steps is not a setting of model=mlp"),
     (["model=dcgan", "defense=fgsm"], "defense= applies to model=lenet,mlp,softmax, not to "
                                       "model=dcgan"),
