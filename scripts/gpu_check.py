@@ -99,8 +99,10 @@ MODELS: dict[str, list[str]] = {
     "vqvae": ["dataset=synthetic", "model=vqvae"],
     "pix2pix": ["dataset=synthetic", "dataset.image_size=32", "dataset.channels=3",
                 "model=pix2pix", "model.task=colorize"],
-    "srresnet": ["dataset=mnist", "dataset.source=bundled", "model=srresnet"],
-    "srgan": ["dataset=mnist", "dataset.source=bundled", "model=srgan"],
+    "srresnet": ["dataset=synthetic", "dataset.image_size=32", "model=srresnet"],
+    # no content network on synthetic images: the adversarial and MSE terms
+    "srgan": ["dataset=synthetic", "dataset.image_size=32", "model=srgan",
+              "model.content_weight=0", "model.mse_weight=1"],
     "spade": ["dataset=masks", "dataset.image_size=64", "model=spade"],
     "gan3d": ["dataset=voxels", "model=gan3d"],  # 32^3, procedural shapes made in memory
     "biggan": ["dataset=synthetic", "dataset.image_size=32", "model=biggan"],
@@ -203,7 +205,9 @@ def build_cases(device: str, quick: bool = False, steps: int | None = None,
         overrides = [*MODELS[model], *common]
         if quick:
             overrides += QUICK_MODELS.get(model, [])
-            if model not in ("cyclegan", "pix2pix"):  # one image (pair) at a time, as in
+            if model == "worldmodel":  # recorded episodes, not a number of images
+                overrides += ["trainer.batch_size=16"]
+            elif model not in ("cyclegan", "pix2pix"):  # one image (pair) at a time, as in
                 # the papers
                 overrides += ["dataset.n_samples=64", "trainer.batch_size=16"]
         return [*overrides, *(extra or [])]
