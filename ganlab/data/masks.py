@@ -35,6 +35,7 @@ from PIL import Image
 
 from ganlab.config import ranged
 from ganlab.data.base import DATASETS, DataSpec
+from ganlab.data.shapes import shape_masks
 from ganlab.errors import UserError
 
 CLASS_NAMES = ("background", "circle", "square", "triangle")
@@ -72,21 +73,13 @@ def draw_label_maps(n: int, size: int, max_shapes: int,
     anywhere in the image, later shapes over earlier ones."""
     labels = torch.zeros(n, size, size, dtype=torch.uint8)
     count = torch.randint(1, max_shapes + 1, (n,), generator=generator)
-    pixel = torch.arange(size, dtype=torch.float32) + 0.5
     for k in range(max_shapes):
         radius = size * (0.10 + 0.20 * torch.rand(n, generator=generator))
         centre = size * torch.rand(n, 2, generator=generator)
         kind = torch.randint(1, 4, (n,), generator=generator)
-        dy = pixel[None, :, None] - centre[:, 1, None, None]
-        dx = pixel[None, None, :] - centre[:, 0, None, None]
-        r = radius[:, None, None]
-        circle = dx**2 + dy**2 <= r**2
-        square = (dx.abs() <= 0.85 * r) & (dy.abs() <= 0.85 * r)
-        triangle = (dy >= -r) & (dy <= 0.8 * r) & (dx.abs() <= 0.6 * (dy + r))
-        kind3 = kind[:, None, None]
-        mask = torch.where(kind3 == 1, circle, torch.where(kind3 == 2, square, triangle))
+        mask = shape_masks(centre, radius, kind - 1, size)  # classes 1..3 are kinds 0..2
         mask &= (k < count)[:, None, None]  # this map has fewer shapes
-        labels = torch.where(mask, kind3.to(torch.uint8), labels)
+        labels = torch.where(mask, kind[:, None, None].to(torch.uint8), labels)
     return labels[:, None]
 
 

@@ -22,6 +22,22 @@ COLOUR_JITTER = 20  # per image, per channel
 TEST_SEED_OFFSET = 10_007  # the test split is drawn from a generator of its own
 
 
+def shape_masks(centre: torch.Tensor, radius: torch.Tensor, kind: torch.Tensor,
+                size: int) -> torch.Tensor:
+    """bool (n, size, size) masks of one filled shape each: kind 0 a circle, 1 a square, 2 an
+    upright triangle (apex at the top, widening downwards), of radius `radius` (n,) around
+    `centre` (n, 2: x, y) in pixels."""
+    pixel = torch.arange(size, dtype=torch.float32) + 0.5
+    dy = pixel[None, :, None] - centre[:, 1, None, None]
+    dx = pixel[None, None, :] - centre[:, 0, None, None]
+    r = radius[:, None, None]
+    circle = dx**2 + dy**2 <= r**2
+    square = (dx.abs() <= 0.85 * r) & (dy.abs() <= 0.85 * r)
+    triangle = (dy >= -r) & (dy <= 0.8 * r) & (dx.abs() <= 0.6 * (dy + r))
+    kind = kind[:, None, None]
+    return torch.where(kind == 0, circle, torch.where(kind == 1, square, triangle))
+
+
 def draw_shapes(n: int, size: int, colour: tuple[int, int, int], generator: torch.Generator,
                 margin: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 (n, 3, size, size) images of one filled shape each, and their bool (n, size, size)
@@ -30,16 +46,7 @@ def draw_shapes(n: int, size: int, colour: tuple[int, int, int], generator: torc
     room = size / 2 - radius - margin
     centre = size / 2 + (2 * torch.rand(n, 2, generator=generator) - 1) * room[:, None]
     kind = torch.randint(0, 3, (n,), generator=generator)
-    pixel = torch.arange(size, dtype=torch.float32) + 0.5
-    dy = pixel[None, :, None] - centre[:, 1, None, None]
-    dx = pixel[None, None, :] - centre[:, 0, None, None]
-    r = radius[:, None, None]
-    circle = dx**2 + dy**2 <= r**2
-    square = (dx.abs() <= 0.85 * r) & (dy.abs() <= 0.85 * r)
-    # an upright triangle: its apex at the top, widening downwards
-    triangle = (dy >= -r) & (dy <= 0.8 * r) & (dx.abs() <= 0.6 * (dy + r))
-    kind = kind[:, None, None]
-    mask = torch.where(kind == 0, circle, torch.where(kind == 1, square, triangle))
+    mask = shape_masks(centre, radius, kind, size)
     jitter = torch.randint(-COLOUR_JITTER, COLOUR_JITTER + 1, (n, 3), generator=generator)
     rgb = (torch.tensor(colour)[None, :] + jitter).clamp(0, 255)
     images = torch.where(mask[:, None], rgb[:, :, None, None],
