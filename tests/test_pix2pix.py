@@ -220,6 +220,29 @@ def test_colorize_trains_on_rgb_images_beside_the_gray_baseline(tmp_path):
     assert np.array(Image.open(tmp_path / "out" / "0.png")).shape == (16, 16, 3)
 
 
+def test_lambda_gan_0_trains_g_on_l1_alone_and_leaves_d_untouched():
+    """The paper's "L1 alone" row: no adversarial term, D neither trained nor consulted."""
+    from conftest import build_family
+
+    spec = DataSpec("pairs", "paired", (3, 16, 16))
+    settings = {"model.d_layers": 2, "trainer.batch_size": 4}
+    l1_only = build_family(Pix2pixConfig(g_features=4, d_features=4, lambda_gan=0.0, lr=2e-3), spec,
+                           **settings)
+    both = build_family(Pix2pixConfig(g_features=4, d_features=4), spec, **settings)
+    generator = torch.Generator().manual_seed(1)
+    a = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8, generator=generator)
+    b = 255 - a  # a target G can learn: the negative
+    d_before = [p.clone() for p in l1_only.D.parameters()]
+    first = l1_only.train_step((a, b))
+    for _ in range(40):
+        last = l1_only.train_step((a, b))
+    assert set(first) == {"loss/G_L1", "lr"}
+    assert last["loss/G_L1"] < 0.85 * first["loss/G_L1"]
+    for before, after in zip(d_before, l1_only.D.parameters(), strict=True):
+        assert torch.equal(before, after)
+    assert {"loss/G_GAN", "loss/D_real", "loss/D_fake", "loss/G_L1"} <= set(both.train_step((a, b)))
+
+
 @pytest.mark.parametrize("args, fragments", [
     (["model.task=colorize", "dataset=mnist"], ("needs an RGB dataset", "dataset=mnist has 1")),
     (["dataset=mnist"], ("dataset=mnist is not paired", "model.task=colorize")),
@@ -227,6 +250,7 @@ def test_colorize_trains_on_rgb_images_beside_the_gray_baseline(tmp_path):
     (["model.task=colorize", "dataset=paired", "dataset.name=x"], ("holds pairs already",)),
     (["model=dcgan", "dataset=facades"], ("dataset=facades holds (input, target) image pairs",)),
     (["model=cyclegan", "dataset=facades"], ("does not train on pairs",)),
+    (["dataset=facades", "model.lambda_gan=0", "model.lambda_l1=0"], ("nothing to learn",)),
     (["dataset=red2blue"], ("two unpaired image domains",)),
 ])
 def test_impossible_configs_are_refused_before_any_data_is_read(args, fragments):

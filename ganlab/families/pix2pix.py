@@ -6,7 +6,11 @@ output) pairs, their channels concatenated. Per step, as the reference orders it
 
 - D_real, D_fake: D's loss on the real pair (A, B) and on (A, G(A)); D steps on their mean;
 - G_GAN: the adversarial loss of (A, G(A)) judged by the updated D; G_L1 = lambda_l1 |G(A) - B|_1
-  (lambda_l1 = 100); G steps on their sum.
+  (lambda_l1 = 100); G steps on lambda_gan G_GAN + G_L1 (lambda_gan = 1).
+
+`model.lambda_gan=0` is the paper's "L1 alone" row (Isola et al., Table 1): G learns from L1 only
+and D is neither trained nor used, so the same U-Net and budget show what the adversarial
+term adds (scripts/bench_blur.py measures it).
 
 The criterion is the reference's vanilla GAN loss (binary cross-entropy on logits), or LSGAN.
 G has no noise input: dropout in its innermost decoder levels is the noise, as in the paper.
@@ -89,6 +93,7 @@ class Pix2pixConfig:
     init_gain: float = ranged(0.02, "(0, inf)")  # weights drawn from N(0, init_gain)
     gan_loss: CycleganLoss = CycleganLoss.vanilla
     lambda_l1: float = ranged(100.0, "[0, inf)")  # weight of the L1 loss to the target
+    lambda_gan: float = ranged(1.0, "[0, inf)")  # weight of the adversarial loss; 0: L1 alone
     lr: float = ranged(2e-4, "(0, inf)")  # Adam, generator and discriminator
     betas: list[float] = ranged([0.5, 0.999], "[0, 1)")
     decay_start: float = ranged(0.5, "[0, 1]")  # share of the run after which the lr decays
@@ -135,6 +140,7 @@ class Pix2pix(Family):
         self.opt_D = adam(self.D.parameters(), lr=c.lr, betas=betas)
         self.lr, self.decay_start = float(c.lr), float(c.decay_start)
         self.lambda_l1 = float(c.lambda_l1)
+        self.lambda_gan = float(c.lambda_gan)
         self.gan_loss = CycleganLoss(c.gan_loss)
         self.test_mode = c.test_mode
         # test batches: as large as the training batches when their statistics are used
@@ -170,6 +176,9 @@ class Pix2pix(Family):
             check_scale_divides(int(dataset.image_size), int(c.scale), dataset.name)
         if "image_size" in dataset:
             check_pix2pix_size(int(dataset.image_size), int(c.d_layers))
+        if float(c.lambda_gan) == 0 and float(c.lambda_l1) == 0:
+            raise UserError("model.lambda_gan=0 and model.lambda_l1=0 leave G nothing to learn "
+                            "from: set one of them above 0")
 
     def check_size(self, size: int, key: str) -> None:
         """Whether G can translate `size`-px images (it is convolutional)."""
@@ -211,8 +220,25 @@ class Pix2pix(Family):
         lr = decay_lr((self.opt_G, self.opt_D), self.lr, self.updates,
                       self.run_length or self.cfg.trainer.max_steps, self.decay_start)
         fake = self.G(a)
+        losses = self._adversarial_step(a, b, fake) if self.lambda_gan > 0 else {}
 
-        # D first, on the real pair and on the generated one (G's graph cut off)
+        g_l1 = self.lambda_l1 * F.l1_loss(fake, b)
+        self.opt_G.zero_grad(set_to_none=True)
+        g_loss = g_l1 + self.lambda_gan * losses["G_GAN"] if losses else g_l1
+        self.amp.backward(g_loss)
+        self.amp.step(self.opt_G)
+        self.D.requires_grad_(True)
+        self.updates += 1
+        losses["G_L1"] = g_l1
+        out = {f"loss/{k}": v.detach() for k, v in losses.items()}
+        out["lr"] = torch.tensor(lr)
+        return out
+
+    def _adversarial_step(self, a: torch.Tensor, b: torch.Tensor,
+                          fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        """D's step on the real pair and the generated one, then G's adversarial loss judged
+        by the updated D (D frozen: no parameter gradients wasted on it); the caller adds the
+        L1 term and steps G."""
         self.D.requires_grad_(True)
         self.opt_D.zero_grad(set_to_none=True)
         d_fake = self.gan_loss.to_target(self.D(torch.cat([a, fake.detach()], 1)), real=False)
@@ -220,19 +246,9 @@ class Pix2pix(Family):
         self.amp.backward(0.5 * (d_fake + d_real))
         self.amp.step(self.opt_D)
 
-        # then G, judged by the updated D, with D frozen (no parameter gradients wasted on it)
         self.D.requires_grad_(False)
-        self.opt_G.zero_grad(set_to_none=True)
         g_gan = self.gan_loss.to_target(self.D(torch.cat([a, fake], 1)), real=True)
-        g_l1 = self.lambda_l1 * F.l1_loss(fake, b)
-        self.amp.backward(g_gan + g_l1)
-        self.amp.step(self.opt_G)
-        self.D.requires_grad_(True)
-        self.updates += 1
-        losses = {"G_GAN": g_gan, "G_L1": g_l1, "D_real": d_real, "D_fake": d_fake}
-        out = {f"loss/{k}": v.detach() for k, v in losses.items()}
-        out["lr"] = torch.tensor(lr)
-        return out
+        return {"G_GAN": g_gan, "D_real": d_real, "D_fake": d_fake}
 
     # --- using the generator -------------------------------------------------------------
 
