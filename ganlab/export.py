@@ -17,7 +17,11 @@ first is the default):
 - classifiers: model, images (N, C, H, W) in [0, 1] -> logits (N, classes); the input
   standardisation (model.input_mean / input_std) is part of the network, so of the file;
 - CycleGAN: G_AB and G_BA, images (N, C, H, W) in [-1, 1] of one domain -> translated,
-  the other domain's images in [-1, 1] (tanh), at the training size.
+  the other domain's images in [-1, 1] (tanh), at the training size;
+- one-way translators (pix2pix, SRGAN/SRResNet, SPADE): G, what the family's
+  generator_input() says (pix2pix: the task's input image in [-1, 1]; SRGAN: the
+  low-resolution image in [-1, 1]; SPADE: the one-hot label map) -> images in [-1, 1] (tanh).
+  pix2pix's G is written in evaluation mode (running batch-norm statistics, no dropout).
 
 The file is written under a temporary name beside `out` and renamed when complete: a failed
 export leaves an existing `out` as it was.
@@ -40,6 +44,7 @@ from ganlab.errors import UserError
 from ganlab.families.capabilities import (
     Autoencoder,
     Classifier,
+    OneWayTranslator,
     Sampler,
     Translator,
     num_classes,
@@ -134,6 +139,12 @@ def translator_nets(family) -> dict[str, Net]:
                                    ("G_BA", "domain B", "domain A"))}
 
 
+def one_way_nets(family) -> dict[str, Net]:
+    shape, dtype, values = family.generator_input()
+    return {"G": Net(family.G, (Input("inputs", shape, dtype, values),), "translated",
+                     family.generator_output())}
+
+
 def generator_nets(family) -> dict[str, Net]:
     # `sampler` is the GAN family's generator for samples and metrics (the EMA one when on);
     # ProGAN's is set to the checkpoint's stage and alpha when the checkpoint is loaded
@@ -160,6 +171,7 @@ def generator_nets(family) -> dict[str, Net]:
 NETS: list[tuple[type, Callable[..., dict[str, Net]]]] = [
     (Autoencoder, autoencoder_nets),
     (Classifier, classifier_nets),
+    (OneWayTranslator, one_way_nets),
     (Translator, translator_nets),
     (Sampler, generator_nets),
 ]

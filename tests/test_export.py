@@ -153,6 +153,50 @@ def test_the_families_without_an_old_run_trace_with_a_dynamic_batch():
                 assert difference <= TOLERANCE, (name, n)
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "torch_export"])
+def test_one_way_translators_export_g_with_the_input_it_takes(fmt, tmp_path):
+    """pix2pix (the task's input), SRGAN (the low-resolution image), SPADE (the one-hot
+    label map): G written in evaluation mode, the file computing what G computes."""
+    from conftest import build_family
+
+    from ganlab.config import SyntheticDatasetConfig
+    from ganlab.data.base import DataSpec
+    from ganlab.data.masks import MasksDatasetConfig
+    from ganlab.families.pix2pix import Pix2pixConfig
+    from ganlab.families.spade import SpadeConfig
+    from ganlab.families.srgan import SrganConfig
+
+    families = {
+        "pix2pix": build_family(Pix2pixConfig(task="inpaint", g_features=4, d_features=4, d_layers=2),
+                                DataSpec("digits", "image", (1, 16, 16))),
+        "srgan": build_family(SrganConfig(blocks=1, g_features=4, d_features=4, scale=2),
+                              DataSpec("digits", "image", (1, 16, 16)),
+                              SyntheticDatasetConfig(image_size=16)),
+        "spade": build_family(SpadeConfig(g_features=2, d_features=4, spade_hidden=4,
+                                          vgg="off"),
+                              DataSpec("masks", "paired", (3, 32, 32), num_classes=4),
+                              MasksDatasetConfig(image_size=32)),
+    }
+    shapes = {"pix2pix": (1, 16, 16), "srgan": (1, 8, 8), "spade": (4, 32, 32)}
+    for name, family in families.items():
+        family.eval()
+        nets = export.exportable(family)
+        assert list(nets) == ["G"], name
+        (given,) = nets["G"].inputs
+        assert given.shape == shapes[name], name
+        x = given.example(BATCH) * 2 - 1
+        if name == "spade":  # one-hot maps
+            x = torch.nn.functional.one_hot(torch.randint(0, 4, (BATCH, 32, 32)), 4)
+            x = x.permute(0, 3, 1, 2).float()
+        path = tmp_path / f"{name}{export.FORMATS[fmt]}"
+        export.write(nets["G"], export.trace(nets["G"]), fmt, path)
+        got = (run_onnx if fmt == "onnx" else run_pt2)(path, {"inputs": x})
+        with torch.no_grad():
+            expected = family.G.eval()(x)
+        assert got.shape == expected.shape
+        assert (got - expected).abs().max().item() <= TOLERANCE, name
+
+
 # --- bad input: one error line, exit code 2, an existing `out` untouched ---------------------
 
 PRECIOUS = b"an earlier export"

@@ -79,6 +79,19 @@ class Translator(Protocol):
 
 
 @runtime_checkable
+class OneWayTranslator(Translator, Protocol):
+    """A translator whose one network G maps its input to the output (pix2pix, SRGAN,
+    SPADE): generator_input() says what G takes, as (shape without the batch, dtype, what
+    the values are), and generator_output() what it gives; `export` writes G from them."""
+
+    G: nn.Module
+
+    def generator_input(self) -> tuple[tuple[int, ...], torch.dtype, str]: ...
+
+    def generator_output(self) -> str: ...
+
+
+@runtime_checkable
 class HeldoutTranslations(Translator, Protocol):
     """A translator that holds its held-out data: per direction it translates (its
     `directions`), the uint8 inputs and the real images of the target domain. The Inception

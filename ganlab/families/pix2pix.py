@@ -298,6 +298,14 @@ class Pix2pix(Family):
                             f"not {images.shape[1]}")
         return self._outputs(images.to(self.device))
 
+    def generator_input(self) -> tuple[tuple[int, ...], torch.dtype, str]:
+        """G's input (OneWayTranslator): the task's input image in [-1, 1]."""
+        return (self.input_channels, *self.spec.shape[1:]), torch.float32, "in [-1, 1]"
+
+    def generator_output(self) -> str:
+        return ("in [-1, 1] (tanh); running batch-norm statistics and no dropout (the "
+                "reference's --eval, not model.test_mode=train's test-batch statistics)")
+
     @staticmethod
     def _rgb(images: torch.Tensor, channels: int) -> torch.Tensor:
         """Gray images repeated to `channels` channels, to sit in one grid with colour ones."""

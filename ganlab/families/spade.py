@@ -278,6 +278,14 @@ class Spade(Family):
                             f"{self.classes} classes (0..{self.classes - 1})")
         return self._outputs(images.to(self.device))
 
+    def generator_input(self) -> tuple[tuple[int, ...], torch.dtype, str]:
+        """G's input (OneWayTranslator): the label map one-hot, a channel per class."""
+        return ((self.classes, *self.spec.shape[1:]), torch.float32,
+                f"one-hot label map (0/1, a channel per class of {self.classes})")
+
+    def generator_output(self) -> str:
+        return "in [-1, 1] (tanh)"
+
     def read_input(self, path: Path, size: int):
         """`translate`'s reader: a label map file as uint8 (size, size, 1) class indices,
         resized with nearest neighbours (None when unreadable)."""

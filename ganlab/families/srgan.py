@@ -329,6 +329,15 @@ class Srgan(Family):
                             f"channel images, not {images.shape[1]}")
         return self._outputs(images.to(self.device))
 
+    def generator_input(self) -> tuple[tuple[int, ...], torch.dtype, str]:
+        """G's input (OneWayTranslator): the low-resolution image in [-1, 1]."""
+        channels, height, width = self.spec.shape
+        return ((channels, height // self.scale, width // self.scale), torch.float32,
+                "in [-1, 1] (low resolution)")
+
+    def generator_output(self) -> str:
+        return f"in [-1, 1] (tanh), {self.scale}x larger"
+
     def read_input(self, path: Path, size: int) -> np.ndarray | None:
         """`translate`: an image file read at the input size for `size`-px outputs (bicubic,
         antialiased when it shrinks: a low-resolution image of that size stays as it is)."""
