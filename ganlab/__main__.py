@@ -40,6 +40,8 @@ commands:
   rollouts random-policy episodes of a game as uint8 frames + actions + rewards + dones:
            env=dodge|<Gymnasium id> episodes=N out=DIR [seed=0 size=64 max_steps=300
            policy=hold|brownian hold=8]
+  play     render a learned game (model=gamegan) for scripted actions: ckpt=RUN
+           actions=2*8,1*4,0*8 out=FILE.gif|FILE.png [seed=0 compare=true] (the real game beside)
   worldmodel  World Models end to end (rollouts, V, M, C; each stage a train run in OUT):
            env=dodge episodes=N out=DIR [in_dream=true] [vae.KEY=V mdnrnn.KEY=V controller.KEY=V]
 
@@ -103,6 +105,7 @@ COMMANDS = {
     "dream": "ganlab.dream",
     "rollouts": "ganlab.envs.rollouts",
     "worldmodel": "ganlab.worldmodel",
+    "play": "ganlab.play",
 }
 
 

@@ -109,6 +109,7 @@ MODELS: dict[str, list[str]] = {
     "stylegan": ["dataset=synthetic", "dataset.image_size=32", "model=stylegan",
                  "model.pl_weight=2"],  # R1 and path-length double backward
     "worldmodel": ["model=worldmodel", "dataset.episodes=20", "model.features=16"],
+    "gamegan": ["model=gamegan", "dataset.episodes=20", "dataset.size=32"],
 }
 # --quick: narrow networks and tiny data on top (the CPU's few seconds)
 QUICK_MODELS: dict[str, list[str]] = {
@@ -135,6 +136,10 @@ QUICK_MODELS: dict[str, list[str]] = {
     "stylegan": ["model.channel_base=64", "model.channel_max=16", "model.latent_dim=16",
                  "model.w_dim=16", "model.mapping_layers=2"],
     "worldmodel": ["dataset.episodes=4", "dataset.size=32", "model.features=4"],
+    "gamegan": ["dataset.episodes=4", "dataset.size=16", "dataset.max_steps=40",
+                "model.hidden=16", "model.z_dim=4", "model.g_features=2", "model.d_features=2",
+                "model.temporal_features=2", "model.transition_dim=8", "model.seq_len=6",
+                "model.warm_up=2"],
 }
 # trainer.compile=true (with bf16) for one or two models of each family (gan, progan,
 # cyclegan, pix2pix, ae, vae, vqvae, classifier): compiling costs tens of seconds a network
@@ -205,7 +210,7 @@ def build_cases(device: str, quick: bool = False, steps: int | None = None,
         overrides = [*MODELS[model], *common]
         if quick:
             overrides += QUICK_MODELS.get(model, [])
-            if model == "worldmodel":  # recorded episodes, not a number of images
+            if model in ("worldmodel", "gamegan"):  # recorded episodes, not a number of images
                 overrides += ["trainer.batch_size=16"]
             elif model not in ("cyclegan", "pix2pix"):  # one image (pair) at a time, as in
                 # the papers

@@ -167,7 +167,8 @@ def test_one_way_translators_export_g_with_the_input_it_takes(fmt, tmp_path):
     from ganlab.families.srgan import SrganConfig
 
     families = {
-        "pix2pix": build_family(Pix2pixConfig(task="inpaint", g_features=4, d_features=4, d_layers=2),
+        "pix2pix": build_family(Pix2pixConfig(task="inpaint", g_features=4, d_features=4,
+                                              d_layers=2),
                                 DataSpec("digits", "image", (1, 16, 16))),
         "srgan": build_family(SrganConfig(blocks=1, g_features=4, d_features=4, scale=2),
                               DataSpec("digits", "image", (1, 16, 16)),

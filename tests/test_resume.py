@@ -76,6 +76,11 @@ TINY_MODELS = {
     "stylegan": [*SYNTHETIC, "dataset.image_size=16", "model.latent_dim=8", "model.w_dim=8",
                  "model.mapping_layers=2", "model.channel_base=32", "model.channel_max=8",
                  "model.r1_interval=4", "model.pl_weight=2", "model.pl_interval=2"],
+    # R1 on every other step: the halfway checkpoint (step 3) falls between two
+    "gamegan": ["dataset.episodes=6", "dataset.size=16", "dataset.max_steps=40",
+                "trainer.batch_size=2", "model.hidden=16", "model.z_dim=4", "model.g_features=2",
+                "model.d_features=2", "model.temporal_features=2", "model.transition_dim=8",
+                "model.seq_len=6", "model.warm_up=2", "model.r1_every=2"],
     # stage V (M and C need earlier runs: resumed in tests/test_worldmodel.py)
     "worldmodel": ["dataset.episodes=4", "dataset.size=32", "dataset.max_steps=30",
                    "trainer.batch_size=8", "model.features=4", "model.latent_dim=4"],

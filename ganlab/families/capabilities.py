@@ -1,8 +1,8 @@
 """What commands need from a family, as small typed protocols.
 
-`sample`, `translate`, `latent`, `eval` and `attack` check a loaded family with isinstance
-against these, and say in one line when a checkpoint lacks what they need (`require`). A
-family has a capability by having its members; nothing is registered.
+`sample`, `translate`, `latent`, `eval`, `attack` and `play` check a loaded family with
+isinstance against these, and say in one line when a checkpoint lacks what they need
+(`require`). A family has a capability by having its members; nothing is registered.
 """
 
 from __future__ import annotations
@@ -109,6 +109,21 @@ class Autoencoder(Protocol):
     def encode(self, x: torch.Tensor) -> torch.Tensor: ...
 
     def decode(self, z: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Player(Protocol):
+    """A learned game engine (GameGAN): from a first frame of the game `env` (uint8 (C, H, W),
+    H = W = frame_size) and actions (T, action_dim) (one-hot for discrete ones), play renders
+    the frames that follow, uint8 (T + 1, C, H, W), its noise drawn from `generator`: `play`."""
+
+    env: str
+    frame_size: int
+    action_dim: int
+    discrete: bool
+
+    def play(self, first: torch.Tensor, actions: torch.Tensor,
+             generator: torch.Generator | None = None) -> torch.Tensor: ...
 
 
 @runtime_checkable
