@@ -70,12 +70,12 @@ def test_torchvision_weights_must_be_on_disk(tmp_path: Path, monkeypatch) -> Non
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(UserError, match=r"place resnet18-f37072fd\.pth \(from https://"):
-        from ganlab.dream import torchvision_network
+        from ganlab.pretrained import torchvision_network
 
-        torchvision_network("resnet18", None)
+        torchvision_network("resnet18", None, "dream")
     # a weights file given by hand is used (random weights: the test needs no download)
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
-    network, channels, side = torchvision_network("resnet18", str(tmp_path / "r18.pth"))
+    network, channels, side = torchvision_network("resnet18", str(tmp_path / "r18.pth"), "dream")
     assert channels == 3 and side == 224
     cfg = DreamConfig(size=48, octaves=2, steps=2, step_size=0.05)
     _, before, after = dream(network.requires_grad_(False).eval(),

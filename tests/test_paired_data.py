@@ -161,9 +161,10 @@ def test_luma_is_pil_gray_to_one_level():
     assert (ours[0, 0].int() - torch.from_numpy(gray).int()).abs().max() <= 1
 
 
-def test_facades_offline_says_where_to_put_it(tmp_path, capsys):
-    result = train_refused_in_process(["model=pix2pix", "dataset=facades", "device=cpu",
+@pytest.mark.parametrize("name", ["facades", "maps"])
+def test_pix2pix_sets_offline_say_where_to_put_them(name, tmp_path, capsys):
+    result = train_refused_in_process(["model=pix2pix", f"dataset={name}", "device=cpu",
                                        "hydra.run.dir=run"], tmp_path, capsys)
-    assert_bad_input(result, "facades is not in", "efrosgans.eecs.berkeley.edu/pix2pix/datasets/"
-                     "facades.tar.gz", "no checksum", "facades/train/ exists")
+    assert_bad_input(result, f"{name} is not in", "efrosgans.eecs.berkeley.edu/pix2pix/datasets/"
+                     f"{name}.tar.gz", "no checksum", f"{name}/train/ exists")
     assert not (tmp_path / "run" / "checkpoints").exists()

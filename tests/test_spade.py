@@ -418,3 +418,49 @@ def test_vgg_on_without_its_weights_is_refused(tmp_path, monkeypatch):
     family = build_family(SpadeConfig(g_features=2, d_features=4, spade_hidden=4, vgg="off"),
                           spec, MasksDatasetConfig(image_size=32))
     assert family.vgg is None and family.vgg_note == "off (model.vgg=off)"
+
+
+def test_the_vgg_loss_is_the_weighted_l1_of_five_relu_outputs_when_weights_are_on_disk(
+        tmp_path, monkeypatch):
+    """VGG19's 548 MB of weights stand in for a small network with VGG19's layer indices:
+    the loss is lambda_vgg x sum_k w_k L1(phi_k(fake), phi_k(real)), the images normalised
+    from [-1, 1] with ImageNet's statistics; G's step reports it as loss/G_VGG."""
+    from conftest import build_family
+
+    from ganlab import pretrained
+    from ganlab.families.spade import VggLoss
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    weights = pretrained.hub_weights_file("vgg19")
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"")
+    torch.manual_seed(0)
+    layers = [torch.nn.Conv2d(3, 3, 3, padding=1) if i in (0, 5, 10, 19, 28)
+              else torch.nn.Identity() for i in range(37)]
+    fake_vgg = pretrained.Normalised(torch.nn.Module(), [0.5, 0.4, 0.3], [0.2, 0.25, 0.3])
+    fake_vgg.network.features = torch.nn.Sequential(*layers)
+    monkeypatch.setattr(pretrained, "torchvision_network",
+                        lambda name, file, who: (fake_vgg, 3, 224))
+    spec = DataSpec("masks", "paired", (3, 32, 32), num_classes=4)
+    family = build_family(SpadeConfig(g_features=2, d_features=4, spade_hidden=4, vgg="on"),
+                          spec, MasksDatasetConfig(image_size=32))
+    assert family.vgg_note.startswith("on (VGG19 from ") and isinstance(family.vgg, VggLoss)
+
+    fake, real = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    expected = 0.0
+    f = ((fake + 1) / 2 - fake_vgg.mean) / fake_vgg.std
+    r = ((real + 1) / 2 - fake_vgg.mean) / fake_vgg.std
+    for (start, cut), w in zip([(0, 2), (2, 7), (7, 12), (12, 21), (21, 30)],
+                               [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0], strict=True):
+        f, r = layers_apply(layers, start, cut, f), layers_apply(layers, start, cut, r)
+        expected += w * (f - r).abs().mean()
+    assert torch.allclose(family.vgg(fake, real), expected, atol=1e-6)
+    labels = maps(2, 32)
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    assert family.train_step((labels, images))["loss/G_VGG"] > 0
+
+
+def layers_apply(layers, start, cut, x):
+    for layer in layers[start:cut]:
+        x = layer(x)
+    return x

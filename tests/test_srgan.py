@@ -271,15 +271,16 @@ def test_vgg19_features_up_to_relu5_4_are_the_content_network_when_on_disk(tmp_p
     the content network is its features[:36], on gray images repeated to RGB, normalised."""
     from conftest import compose_cfg
 
-    from ganlab import dream
+    from ganlab import pretrained
     from ganlab.families.srgan import VGG_RESCALE, Srgan
 
     weights = tmp_path / "vgg19.pth"
     weights.write_bytes(b"")
     layers = [torch.nn.Conv2d(3, 2, 3, padding=1)] + [torch.nn.Identity()] * 35
-    fake = dream.Normalised(torch.nn.Module(), [0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+    fake = pretrained.Normalised(torch.nn.Module(), [0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
     fake.network.features = torch.nn.Sequential(*layers, torch.nn.MaxPool2d(2))
-    monkeypatch.setattr(dream, "torchvision_network", lambda name, file: (fake, 3, 224))
+    monkeypatch.setattr(pretrained, "torchvision_network",
+                        lambda name, file, who: (fake, 3, 224))
     cfg = compose_cfg("model=srgan", *[a for a in TINY if a.startswith("model.")],
                       "dataset=synthetic", "dataset.image_size=16",
                       f"model.vgg_weights={weights}")

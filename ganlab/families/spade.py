@@ -42,6 +42,7 @@ from ganlab.metrics.fidelity import fidelity
 from ganlab.models import MODELS
 from ganlab.models.spade import check_spade_size
 from ganlab.optim import adam
+from ganlab.pretrained import hub_weights_file
 
 log = logging.getLogger("ganlab")
 
@@ -77,13 +78,6 @@ class SpadeConfig:
     betas: list[float] = ranged([0.0, 0.9], "[0, 1)")
 
 
-def vgg19_weights_file() -> Path:
-    """Where torchvision keeps VGG19's ImageNet weights (torch's hub cache)."""
-    from torchvision.models import VGG19_Weights
-
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(VGG19_Weights.DEFAULT.url).name
-
-
 class VggLoss(torch.nn.Module):
     """The reference's VGGLoss: L1 between VGG19 features of output and target at relu1_1,
     relu2_1, relu3_1, relu4_1, relu5_1, weighted 1/32, 1/16, 1/8, 1/4, 1. The images are
@@ -93,14 +87,13 @@ class VggLoss(torch.nn.Module):
     WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
 
     def __init__(self, path: Path) -> None:
-        import torchvision
+        from ganlab.pretrained import torchvision_network
 
         super().__init__()
-        vgg = torchvision.models.vgg19(weights=None)
-        vgg.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        self.features = vgg.features[: self.CUTS[-1]].eval().requires_grad_(False)
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        vgg, _, _ = torchvision_network("vgg19", str(path), "model=spade")
+        self.features = vgg.network.features[: self.CUTS[-1]].eval().requires_grad_(False)
+        self.register_buffer("mean", vgg.mean.clone())
+        self.register_buffer("std", vgg.std.clone())
 
     def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = ((x + 1) / 2 - self.mean) / self.std
@@ -175,7 +168,7 @@ class Spade(Family):
     def _vgg(self, choice: SpadeVgg) -> tuple[VggLoss | None, str]:
         if choice == SpadeVgg.off or self.lambda_vgg == 0:
             return None, "off (model.vgg=off)"
-        path = vgg19_weights_file()
+        path = hub_weights_file("vgg19")
         if not path.is_file():
             if choice == SpadeVgg.on:
                 raise UserError(f"model.vgg=on: torchvision's VGG19 weights are not on disk; "

@@ -101,12 +101,9 @@ class SrresnetConfig(SrganConfig):
 def vgg_weights_path(c) -> Path:
     """Where torchvision's VGG19 weights are looked for: model.vgg_weights, else the file
     torchvision would download into torch's hub cache (nothing is downloaded)."""
-    import torchvision
+    from ganlab.pretrained import hub_weights_file
 
-    if c.vgg_weights:
-        return Path(c.vgg_weights).expanduser()
-    url = torchvision.models.get_model_weights(VGG_NAME).DEFAULT.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    return Path(c.vgg_weights).expanduser() if c.vgg_weights else hub_weights_file(VGG_NAME)
 
 
 def content_choice(cfg) -> str:
@@ -149,9 +146,9 @@ class ContentNetwork(nn.Module):
 
 
 def vgg_content(c, device: torch.device) -> ContentNetwork:
-    from ganlab.dream import torchvision_network
+    from ganlab.pretrained import torchvision_network
 
-    network, _, _ = torchvision_network(VGG_NAME, str(vgg_weights_path(c)))
+    network, _, _ = torchvision_network(VGG_NAME, str(vgg_weights_path(c)), f"model={c.name}")
     body = nn.Sequential(*list(network.network.features)[:VGG54])
     mean, std = network.mean.to(device), network.std.to(device)
 
