@@ -308,6 +308,18 @@ class PatchAttackConfig:
 
 
 @dataclass
+class InferenceDefenseConfig:
+    """The lecture's failed defences, applied at test time by the `attack` command: the model
+    attacked (and evaluated) is the average of the logits over `samples` Gaussian-noised copies
+    of the input (noise > 0; the attacks differentiate through the draws, as EOT), of the
+    models of ckpt and the `ensemble` checkpoints, or both."""
+
+    noise: float = ranged(0.0, "[0, 1]")  # standard deviation of the noise (0: none)
+    samples: int = ranged(8, "[1, inf)")  # noise draws averaged per forward pass
+    ensemble: list[str] = field(default_factory=list)  # more checkpoints averaged with ckpt
+
+
+@dataclass
 class AttackCommandConfig:
     # the attacked classifier: checkpoint file or run dir, or a torch.export program (.pt2)
     # of any classifier taking [0, 1] images, with `dataset=` naming its held-out data
@@ -321,6 +333,7 @@ class AttackCommandConfig:
     data_dir: str | None = None  # default: the data_dir the model was trained with
     device: str = "cpu"
     show: int = 8  # examples in the picture grid
+    test_time: InferenceDefenseConfig = field(default_factory=InferenceDefenseConfig)
 
 
 # --- training ------------------------------------------------------------------------------

@@ -8,7 +8,8 @@
     x_adv = autoattack(model, x, y, eps=0.3)         # needs torchattacks
 
 apgd, autoattack and autoattack_components wrap torchattacks (an optional dependency, imported
-only when they run); the others are written here.
+only when they run); the others are written here. NoisyInput and Ensemble wrap a model in
+the test-time defences (Gaussian input noise, an average of models).
 """
 
 from ganlab.attacks.cw import cw_l2
@@ -33,8 +34,9 @@ from ganlab.attacks.library import (
     worst_case,
 )
 from ganlab.attacks.physical import eot, place_patch, train_patch
+from ganlab.attacks.test_time import Ensemble, NoisyInput
 
-__all__ = ["apgd", "attack_by_name", "autoattack", "autoattack_components", "cw_l2",
-           "deepfool", "eot", "eval_mode", "fgsm", "ifgsm", "input_gradient", "jsma", "lbfgs",
-           "library_rules", "logits_jacobian", "pgd", "pick_targets", "place_patch",
-           "train_patch", "worst_case"]
+__all__ = ["Ensemble", "NoisyInput", "apgd", "attack_by_name", "autoattack",
+           "autoattack_components", "cw_l2", "deepfool", "eot", "eval_mode", "fgsm", "ifgsm",
+           "input_gradient", "jsma", "lbfgs", "library_rules", "logits_jacobian", "pgd",
+           "pick_targets", "place_patch", "train_patch", "worst_case"]

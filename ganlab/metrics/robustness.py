@@ -4,6 +4,7 @@ size. Shared by the classifier family's periodic evaluation and the `attack` com
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,103 @@ from ganlab.attacks.gradient import eval_mode
 
 # (crafting model, x, y or targets, targeted) -> adversarial x
 Craft = Callable[..., torch.Tensor]
+
+
+@dataclass
+class PerImage:
+    """One attack at one budget, image by image (all tensors of length n, on x's device):
+    the clean and adversarial predictions, the adversarial images and the perturbations'
+    sizes. `row` sums it up as evaluate_attack reports it; `sizes` adds the sizes papers give;
+    the `attack` command combines several attacks' PerImage into a per-image worst case."""
+
+    y: torch.Tensor
+    targets: torch.Tensor | None  # targeted: the class each image should become
+    clean_pred: torch.Tensor
+    clean_loss: torch.Tensor  # cross-entropy of the clean image
+    adv: torch.Tensor  # the adversarial images ([0, 1])
+    adv_pred: torch.Tensor
+    linf: torch.Tensor  # the perturbation's L-inf, L2 and L0 (share of pixels changed)
+    l2: torch.Tensor
+    l0: torch.Tensor
+
+    @property
+    def correct(self) -> torch.Tensor:
+        """The adversarial image is still classified as its label (robust)."""
+        return self.adv_pred == self.y
+
+    @property
+    def eligible(self) -> torch.Tensor:
+        """Untargeted: clean-correct images; targeted: images not already of the target."""
+        if self.targets is None:
+            return self.clean_pred == self.y
+        return self.y != self.targets
+
+    @property
+    def success(self) -> torch.Tensor:
+        if self.targets is None:
+            return self.eligible & ~self.correct
+        return self.eligible & (self.adv_pred == self.targets)
+
+    def size(self, norm: str) -> torch.Tensor:
+        """The perturbation's size in norm "inf", "2" or "0"."""
+        return {"inf": self.linf, "2": self.l2, "0": self.l0}[str(norm)]
+
+    def row(self, eps: float) -> dict[str, float]:
+        n, eligible = len(self.y), int(self.eligible.sum())
+        return {
+            "eps": float(eps),
+            "clean_accuracy": int((self.clean_pred == self.y).sum()) / n,
+            "clean_loss": float(self.clean_loss.sum()) / n,
+            "accuracy": int(self.correct.sum()) / n,
+            "success_rate": int(self.success.sum()) / eligible if eligible else 0.0,
+            "mean_linf": float(self.linf.sum()) / n,
+            "mean_l2": float(self.l2.sum()) / n,
+            "n": n,
+        }
+
+    def sizes(self) -> dict[str, float | int | None]:
+        """Median L2, mean and largest L0 over all images; over the successful ones (None
+        when there is none) the mean and median L2 and L-inf and the mean L0."""
+        hit = self.success
+        return {"median_l2": summary_stat(self.l2, "median"),
+                "mean_l0": summary_stat(self.l0, "mean"),
+                "max_l0": summary_stat(self.l0, "max"), "n_success": int(hit.sum()),
+                "mean_l2_success": summary_stat(self.l2[hit], "mean"),
+                "median_l2_success": summary_stat(self.l2[hit], "median"),
+                "mean_linf_success": summary_stat(self.linf[hit], "mean"),
+                "median_linf_success": summary_stat(self.linf[hit], "median"),
+                "mean_l0_success": summary_stat(self.l0[hit], "mean")}
+
+
+def summary_stat(values: torch.Tensor, how: str) -> float | None:
+    """values.mean(), .median() or .max() as a float; None for no values."""
+    return float(getattr(values, how)()) if len(values) else None
+
+
+def attack_per_image(model: nn.Module, x: torch.Tensor, y: torch.Tensor, craft: Craft,
+                     targets: torch.Tensor | None = None, source: nn.Module | None = None,
+                     batch_size: int = 500) -> PerImage:
+    """Attack `model` on the [0, 1] images x (labels y) in batches, crafting on `source`
+    (default: the model itself, white-box; another model: transfer), and keep each image's
+    result. Targeted: `targets` are passed to craft in place of the labels."""
+    source = model if source is None else source
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("clean_pred", "clean_loss", "adv",
+                                                            "adv_pred")}
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        tb = targets[start : start + batch_size] if targets is not None else None
+        with torch.no_grad(), eval_mode(model):
+            clean_logits = model(xb)
+        adv = craft(source, xb, yb if tb is None else tb, tb is not None).detach()
+        with torch.no_grad(), eval_mode(model):
+            parts["adv_pred"].append(model(adv).argmax(dim=1))
+        parts["clean_pred"].append(clean_logits.argmax(dim=1))
+        parts["clean_loss"].append(F.cross_entropy(clean_logits, yb, reduction="none"))
+        parts["adv"].append(adv)
+    cat = {k: torch.cat(v) for k, v in parts.items()}
+    delta = (cat["adv"] - x).flatten(1)
+    return PerImage(y, targets, linf=delta.abs().amax(dim=1), l2=delta.norm(dim=1),
+                    l0=(delta != 0).float().mean(dim=1), **cat)
 
 
 def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, craft: Craft,
@@ -26,41 +124,7 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, craft: C
     targeted, the share of examples not already of the target class that land on it.
     mean_linf / mean_l2: the size of the perturbation per example, averaged.
     """
-    source = model if source is None else source
-    sums = dict.fromkeys(("clean_correct", "clean_loss", "correct", "hits", "eligible",
-                          "linf", "l2"), 0.0)
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        tb = targets[start : start + batch_size] if targets is not None else None
-        with torch.no_grad(), eval_mode(model):
-            clean_logits = model(xb)
-        adv = craft(source, xb, yb if tb is None else tb, tb is not None)
-        with torch.no_grad(), eval_mode(model):
-            adv_pred = model(adv).argmax(dim=1)
-        clean_ok = clean_logits.argmax(dim=1) == yb
-        sums["clean_correct"] += clean_ok.sum().item()
-        sums["clean_loss"] += F.cross_entropy(clean_logits, yb, reduction="sum").item()
-        sums["correct"] += (adv_pred == yb).sum().item()
-        if tb is None:
-            sums["hits"] += (clean_ok & (adv_pred != yb)).sum().item()
-            sums["eligible"] += clean_ok.sum().item()
-        else:
-            sums["hits"] += ((adv_pred == tb) & (yb != tb)).sum().item()
-            sums["eligible"] += (yb != tb).sum().item()
-        delta = (adv - xb).flatten(1)
-        sums["linf"] += delta.abs().amax(dim=1).sum().item()
-        sums["l2"] += delta.norm(dim=1).sum().item()
-    n = len(x)
-    return {
-        "eps": float(eps),
-        "clean_accuracy": sums["clean_correct"] / n,
-        "clean_loss": sums["clean_loss"] / n,
-        "accuracy": sums["correct"] / n,
-        "success_rate": sums["hits"] / sums["eligible"] if sums["eligible"] else 0.0,
-        "mean_linf": sums["linf"] / n,
-        "mean_l2": sums["l2"] / n,
-        "n": n,
-    }
+    return attack_per_image(model, x, y, craft, targets, source, batch_size).row(eps)
 
 
 def robustness_plot(rows: list[dict[str, float]], title: str) -> torch.Tensor:
