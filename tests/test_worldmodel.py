@@ -159,6 +159,13 @@ def test_the_stages_train_and_log_their_numbers_pictures_and_videos(runs):
     ctrl = json.loads((out["controller"] / "metrics.json").read_text())
     assert ctrl["real_return"] >= 1 and ctrl["random_return"] >= 1 and ctrl["eval_episodes"] == 2
     assert (out["controller"] / "samples" / "step_2_episode.gif").is_file()
+    # each stage keeps a best.pt by its own number: V's reconstruction, M's next-z NLL, C's
+    # real return
+    for stage, metric, mode in (("vae", "heldout_recon", "min"),
+                                ("mdnrnn", "heldout_nll_z", "min"),
+                                ("controller", "real_return", "max")):
+        best = torch.load(out[stage] / "checkpoints" / "best.pt", weights_only=True)["best"]
+        assert (best["metric"], best["mode"]) == (metric, mode), stage
     from PIL import Image
 
     gif = Image.open(out["mdnrnn"] / "samples" / "step_6_dream.gif")

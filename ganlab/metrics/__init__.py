@@ -18,6 +18,8 @@ PRIMARY_METRICS: tuple[tuple[str, str], ...] = (
     ("accuracy", "max"),  # classifiers (held-out, clean)
     ("psnr", "max"),  # super-resolution (srgan, srresnet), which names it in RANKED_BY
     ("frame_l1_10", "min"),  # learned games (gamegan): held-out L1 over 10 predicted frames
+    ("heldout_nll_z", "min"),  # World Models' M: held-out next-z NLL
+    ("real_return", "max"),  # World Models' C: mean return over fixed-seed real episodes
 )
 # a string entry of a run's metrics naming the PRIMARY_METRICS entry it is ranked by, where it
 # reports several (super-resolution reports l1 too but is ranked by PSNR, as the paper)
