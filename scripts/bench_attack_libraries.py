@@ -70,11 +70,16 @@ def compare(model, x, y, ours, theirs) -> dict:
     return row
 
 
+CASE_WORDS = ("fgsm", "pgd", "cw", "deepfool")  # the first word of each row's name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", help="a trained classifier run (default: train the LeNet)")
     parser.add_argument("--n", type=int, default=500, help="test images")
     parser.add_argument("--out", default="bench_attack_libraries.json")
+    parser.add_argument("--only", nargs="+", metavar="WORD", choices=CASE_WORDS,
+                        help="run only the attacks whose row starts with these words")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="ganlab-bench-libraries-"))
@@ -115,6 +120,8 @@ def main() -> None:
             lambda xb, yb: deepfool(model, xb, yb, steps=50, overshoot=0.02),
             theirs(ta.DeepFool(model, steps=50, overshoot=0.02))),
     }
+    if args.only:
+        cases = {k: v for k, v in cases.items() if k.split()[0] in args.only}
     results = {"checkpoint": str(run), "images": len(x), "heldout": source}
     print("| attack | ganlab accuracy | torchattacks accuracy | agree | ganlab / torchattacks "
           "mean L2 (fooled) | seconds |")
