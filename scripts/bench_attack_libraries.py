@@ -121,7 +121,7 @@ def main() -> None:
             theirs(ta.DeepFool(model, steps=50, overshoot=0.02))),
     }
     if args.only:
-        cases = {k: v for k, v in cases.items() if k.split()[0] in args.only}
+        cases = {k: v for k, v in cases.items() if k.split()[0].rstrip(",") in args.only}
     results = {"checkpoint": str(run), "images": len(x), "heldout": source}
     print("| attack | ganlab accuracy | torchattacks accuracy | agree | ganlab / torchattacks "
           "mean L2 (fooled) | seconds |")
