@@ -245,10 +245,15 @@ def test_style_mixing_figure_layout():
     def at(r, c):
         return figure[0, 2 + r * cell: r * cell + cell, 2 + c * cell: c * cell + cell]
 
+    def same(cell, image):  # one grey level apart at most: a batch of 1 and a batch of
+        # several may round the last float bit differently
+        return (cell.int() - image[0, 0].int()).abs().max().item() <= 1
+
     assert torch.all(at(0, 0) == 255)  # the blank corner
-    assert torch.equal(at(0, 2), f.to_uint8(f.generate(z_cols[1:2]))[0, 0])  # top: columns
-    assert torch.equal(at(2, 0), f.to_uint8(f.generate(z_rows[1:2]))[0, 0])  # left: rows
-    assert torch.equal(at(2, 3), f.to_uint8(f.mix(z_rows[1:2], z_cols[2:3], 4))[0, 0])
+    assert same(at(0, 2), f.to_uint8(f.generate(z_cols[1:2])))  # top: columns
+    assert same(at(2, 0), f.to_uint8(f.generate(z_rows[1:2])))  # left: rows
+    assert same(at(2, 3), f.to_uint8(f.mix(z_rows[1:2], z_cols[2:3], 4)))
+    assert not same(at(0, 2), f.to_uint8(f.generate(z_cols[2:3])))  # another column differs
 
 
 # --- the CLI: train, resume in the lazy cycle, sample, bad input -------------------------------

@@ -82,7 +82,7 @@ def test_a_direction_other_than_minimize_is_refused(workdir, capsys):
     assert result.stderr.strip() == (
         "error: hydra.sweeper.direction=maximize: every job returns one value to minimise "
         "(its primary metric, negated when higher is better: -modes_covered, -iou_coverage, "
-        "-accuracy, -psnr); leave the direction at minimize")
+        "-accuracy, -psnr, -real_return); leave the direction at minimize")
     assert not (workdir / "outputs").exists()
 
 
