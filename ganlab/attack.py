@@ -67,6 +67,7 @@ from ganlab.metrics.robustness import (
     PerImage,
     attack_per_image,
     examples_figure,
+    finish_accuracy_plot,
     robustness_plot,
     summary_stat,
 )
@@ -719,7 +720,6 @@ def worst_case_plot(rows: list[dict[str, Any]], title: str, norm: str) -> torch.
     uint8 (3, H, W) image."""
     from matplotlib.figure import Figure
 
-    from ganlab.images import figure_to_uint8
 
     fig = Figure(figsize=(5, 3.6), dpi=100)
     ax = fig.add_subplot()
@@ -727,14 +727,8 @@ def worst_case_plot(rows: list[dict[str, Any]], title: str, norm: str) -> torch.
     for name in rows[0]["components"]:
         ax.plot(eps, [r["components"][name] for r in rows], "x--", label=name, alpha=0.8)
     ax.plot(eps, [r["accuracy"] for r in rows], "o-", color="black", label="worst case")
-    ax.set_xlabel(f"eps ({NORM_NAMES[norm]}, images in [0, 1])")
     ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return figure_to_uint8(fig)
+    return finish_accuracy_plot(fig, ax, f"eps ({NORM_NAMES[norm]}, images in [0, 1])", title)
 
 
 def _check_target_class(a, num_classes: int) -> None:
@@ -790,7 +784,6 @@ def minimal_plot(images: PerImage, title: str, size_name: str) -> torch.Tensor:
     (robust accuracy at that budget) against the size, as a uint8 (3, H, W) image."""
     from matplotlib.figure import Figure
 
-    from ganlab.images import figure_to_uint8
 
     sizes = images.l0 if size_name.startswith("L0") else images.l2
     fooled = sizes[images.success].sort().values.cpu()
@@ -801,13 +794,7 @@ def minimal_plot(images: PerImage, title: str, size_name: str) -> torch.Tensor:
     steps = torch.arange(1, len(fooled) + 1)
     ax.step([0.0, *fooled.tolist()], [robust / n, *((robust - steps) / n).tolist()],
             where="post", label="accuracy if only perturbations this small count")
-    ax.set_xlabel(f"perturbation size ({size_name})")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return figure_to_uint8(fig)
+    return finish_accuracy_plot(fig, ax, f"perturbation size ({size_name})", title)
 
 
 def _to_tensorboard(cfg, name: str, step: int, scalars: dict[str, float], images) -> None:

@@ -131,7 +131,6 @@ def robustness_plot(rows: list[dict[str, float]], title: str) -> torch.Tensor:
     """Robust accuracy (and success rate) against eps, as a uint8 (3, H, W) image."""
     from matplotlib.figure import Figure
 
-    from ganlab.images import figure_to_uint8
 
     fig = Figure(figsize=(5, 3.6), dpi=100)
     ax = fig.add_subplot()
@@ -141,7 +140,15 @@ def robustness_plot(rows: list[dict[str, float]], title: str) -> torch.Tensor:
         ax.plot(eps, [r["source_accuracy"] for r in rows], "s--",
                 label="accuracy (crafting model)")
     ax.plot(eps, [r["success_rate"] for r in rows], "x:", label="attack success rate")
-    ax.set_xlabel("eps (L-inf, images in [0, 1])")
+    return finish_accuracy_plot(fig, ax, "eps (L-inf, images in [0, 1])", title)
+
+
+def finish_accuracy_plot(fig, ax, xlabel: str, title: str) -> torch.Tensor:
+    """The robustness plots' common frame (a [0, 1] y axis, grid, legend, title), drawn to a
+    uint8 (3, H, W) image."""
+    from ganlab.images import figure_to_uint8
+
+    ax.set_xlabel(xlabel)
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
