@@ -113,7 +113,7 @@ def test_eps_warmup_values(step: int, factor: float) -> None:
 
 def test_warmed_eps_reaches_the_attack(monkeypatch: pytest.MonkeyPatch) -> None:
     """pgd, trades and fast attack at the warmed eps, with a step that shrinks with it; fast's
-    check attacks at the full eps."""
+    check attacks at the full eps; free's carried perturbation stays inside the warmed ball."""
     seen = []
 
     def recording_pgd(model, x, y, eps, alpha, steps, **kwargs):
@@ -136,6 +136,13 @@ def test_warmed_eps_reaches_the_attack(monkeypatch: pytest.MonkeyPatch) -> None:
     trades.position(25, 100)
     adv = trades._adversarial(model, x)
     assert (adv - x).abs().max() <= 0.15 + 1e-6
+    free = DEFENSES.get("free")(FreeDefenseConfig(eps=0.3, eps_warmup=0.5))
+    for _ in range(3):  # three signed steps: without the warm-up they would reach 0.3
+        free.position(25, 100)
+        model.zero_grad()
+        free.step(model, x, y).loss.backward()
+        free.after_backward()
+    assert free.delta.abs().max() == pytest.approx(0.15)
 
 
 def test_cyclic_learning_rate() -> None:

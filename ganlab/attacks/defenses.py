@@ -102,6 +102,7 @@ class FreeDefenseConfig:
     # is carried over to the next replay and the next batch (Shafahi et al.: m = 8 on MNIST;
     # divide the run's length by m to keep the same cost)
     replays: int = ranged(8, "[1, inf)")
+    eps_warmup: float = ranged(0.0, "[0, 1]")  # as pgd's
 
 
 @dataclass
@@ -313,7 +314,7 @@ class FastTraining(WarmedEps):
 
 
 @DEFENSES.register("free", FreeDefenseConfig)
-class FreeTraining(Defense):
+class FreeTraining(WarmedEps):
     """Shafahi et al. 2019 ("Adversarial training for free!"): each batch is replayed m times;
     one backward pass per replay gives both the parameters' gradient (the family's optimizer
     steps) and the perturbation's, which takes a signed step of eps and is carried over to the
@@ -338,7 +339,7 @@ class FreeTraining(Defense):
     def after_backward(self) -> None:
         # sign() ignores a loss scale, so this holds under mixed precision too
         grad = self._leaf.grad
-        eps = self.cfg.eps
+        eps = self.eps()
         self.delta = (self._leaf.detach() + eps * grad.sign()).clamp(-eps, eps)
         self._leaf = None
 
