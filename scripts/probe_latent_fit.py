@@ -5,9 +5,10 @@
 Fits each model's generator (its training-mode G, its own optimizer and learning rate) to n
 fixed (z, digit) pairs from the bundled MNIST digits by mean squared error, with no
 discriminator. A generator whose output depends little on z first falls to the mean image
-(squared error about 0.24 here) and has to learn the z-dependence from there; one that
-starts using z at once goes well below it. Prints the error and the spread of the outputs
-over the n latents (the targets' spread is printed too) every 50 steps.
+(whose squared error is printed first: 0.24 at 28 px, 0.19 padded to StyleGAN's 32) and
+has to learn the z-dependence from there; one that starts using z at once goes well below
+it. Prints the error and the spread of the outputs over the n latents (the targets' spread
+is printed too) every 50 steps.
 
 Why it exists: StyleGAN2 collapses to one shape on the digits within a few hundred steps
 (README, "StyleGAN2 at CPU scale"). This probe shows the generator on its own, away from the
