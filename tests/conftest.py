@@ -18,6 +18,13 @@ from pathlib import Path
 
 import pytest
 
+# pyproject runs the suite on pytest-xdist workers, one per core: each worker, and every CLI it
+# starts, keeps to one intra-op thread so that the workers do not fight over the cores (set
+# before torch is imported; tiny models gain nothing from more threads anyway)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 # a tiny, fast training run: synthetic 28-px images, a few steps, every cadence exercised
 TINY = [
     "dataset=synthetic",
