@@ -8,7 +8,15 @@ from typing import ClassVar
 
 import pytest
 import torch
-from conftest import TINY, assert_bad_input, read_events, run_cli, run_in_process
+from conftest import (
+    TINY,
+    assert_bad_input,
+    in_dir,
+    read_events,
+    run_cli,
+    run_in_process,
+    train_in_process,
+)
 from test_loop import CountingFamily, _loop
 from test_reference import cheap_reference
 
@@ -123,12 +131,14 @@ def test_eval_bad_input(gan_run, workdir, capsys):
     toy = workdir / "toy"
     args = [*[a for a in TINY if not a.startswith("dataset")], "dataset=ring",
             "model=mlp_gan", "eval.every=0", f"hydra.run.dir={toy}"]
-    assert run_cli(["train", *args], workdir).returncode == 0
-    result = run_cli(["eval", f"run={toy}", "n_samples=1000"], workdir)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_in_process(args, workdir)
+    from ganlab import __main__
+
+    with in_dir(workdir):
+        __main__.main(["eval", f"run={toy}", "n_samples=1000"])
     assert "modes_covered" in json.loads((toy / "eval_last.json").read_text())
     plain = workdir / "plain"  # random synthetic images: no metric applies
-    assert run_cli(["train", *TINY, f"hydra.run.dir={plain}"], workdir).returncode == 0
+    train_in_process([*TINY, f"hydra.run.dir={plain}"], workdir)
     assert_bad_input(run_in_process(["eval", f"run={plain}", "ckpt=best"], capsys),
                      "kept no best checkpoint")
     assert_bad_input(run_in_process(["eval", f"run={plain}", "inception=off"], capsys),
