@@ -2,6 +2,7 @@
 
     python scripts/bench_generators.py [--steps 2000] [--models dcgan,cgan,biggan,stylegan,progan]
                                        [--inception-n 2000] [--grids docs/] [--device cpu]
+                                       [--out bench_generators.json]
 
 Each model trains --steps steps on the 5,000 bundled MNIST digits at 32 px with its own
 defaults (batch size included), then is measured the same way: the run's final evaluation in
@@ -9,12 +10,14 @@ the reference classifier's space (10,000 samples: classifier FID, class coverage
 recall) against the held-out digits (the official test split from ../shared/data/mnist-t10k
 when present), and Inception FID / precision / recall of --inception-n samples against as many
 held-out digits (the real network: the [fid] extra). Prints one Markdown table row per model
-with the time per step, and with --grids writes a 64-sample grid per model there.
+with the time per step, and with --grids writes a 64-sample grid per model there. Each model's
+metrics go to --out as soon as it is measured, so an interrupted run keeps what it measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -46,6 +49,7 @@ def main() -> None:
     parser.add_argument("--inception-n", type=int, default=2000)
     parser.add_argument("--grids", help="a folder for one 64-sample grid per model")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="bench_generators.json")
     args = parser.parse_args()
     names = args.models.split(",")
     unknown = [n for n in names if n not in MODELS]
@@ -81,6 +85,7 @@ def main() -> None:
         metrics.update(compare(net.embed(images), real, {"fid", "prdc"}))
         metrics["inception_seconds"] = time.perf_counter() - started
         rows[name] = metrics
+        Path(args.out).write_text(json.dumps(rows, indent=1, default=str))
         if args.grids:
             Path(args.grids).mkdir(parents=True, exist_ok=True)
             subprocess.run([sys.executable, "-m", "ganlab", "sample", f"ckpt={run}", "n=64",
